@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/postern/postern/protocols/tcp"
+	"github.com/postern/postern/protocols/tunnel"
+	"github.com/postern/postern/protocols/tunnel/quic"
+	"github.com/postern/postern/protocols/tunnel/tlsmux"
+)
+
+func (a *Agent) tunnelTLSConfig() *tls.Config {
+	c := tlsconfig.MTLSClientConfig(a.source, a.bundle, tlsconfig.AdaptMatcher(matchGateway(a.id.TrustDomain())))
+	c.MinVersion = tls.VersionTLS13
+	c.NextProtos = []string{tunnel.ALPN}
+	return c
+}
+
+// dial opens a tunnel session with the configured transport; auto tries
+// QUIC first and falls back to TLS + yamux.
+func (a *Agent) dial(ctx context.Context) (tunnel.Session, error) {
+	switch a.cfg.Transport {
+	case TransportQUIC:
+		return quic.Dial(ctx, a.cfg.Gateway, a.tunnelTLSConfig(), a.cfg.Tunnel)
+	case TransportTLS:
+		return tlsmux.Dial(ctx, a.cfg.Gateway, a.tunnelTLSConfig(), a.cfg.Tunnel)
+	}
+	qctx, cancel := context.WithTimeout(ctx, a.cfg.QUICTimeout)
+	sess, err := quic.Dial(qctx, a.cfg.Gateway, a.tunnelTLSConfig(), a.cfg.Tunnel)
+	cancel()
+	if err == nil {
+		return sess, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	a.log.Info("QUIC did not get through; falling back to TLS", "gateway", a.cfg.Gateway, "err", err)
+	sess, terr := tlsmux.Dial(ctx, a.cfg.Gateway, a.tunnelTLSConfig(), a.cfg.Tunnel)
+	if terr != nil {
+		return nil, fmt.Errorf("dialing QUIC: %v; dialing TLS: %w", err, terr)
+	}
+	return sess, nil
+}
+
+// serve runs one tunnel session until it dies or ctx is done: it announces
+// the services, sends heartbeats and serves every stream the gateway opens.
+func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
+	defer sess.Close()
+	log := a.log.With("transport", sess.Transport(), "gateway", a.cfg.Gateway)
+	ctl, err := a.openControl(ctx, sess)
+	if err != nil {
+		log.Warn("opening control stream", "err", err)
+		return
+	}
+	log.Info("tunnel up", "gateway_id", sess.Peer().String(), "services", len(a.services))
+	select {
+	case a.connected <- sess.Transport():
+	default:
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.heartbeat(sctx, sess, ctl)
+	go func() { // pongs and anything else the gateway says
+		for {
+			if _, err := ctl.Receive(); err != nil {
+				sess.Close()
+				return
+			}
+		}
+	}()
+	for {
+		st, err := sess.AcceptStream(sctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("tunnel down", "err", err)
+			}
+			return
+		}
+		go a.serveStream(sctx, st)
+	}
+}
+
+func (a *Agent) openControl(ctx context.Context, sess tunnel.Session) (*tunnel.Control, error) {
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := tunnel.WriteHeader(st, tunnel.Header{Kind: tunnel.KindControl}); err != nil {
+		st.Close()
+		return nil, err
+	}
+	ctl := tunnel.NewControl(st)
+	m := tunnel.Message{Type: "announce", Agent: a.cfg.Name}
+	for _, s := range a.cfg.Services {
+		m.Services = append(m.Services, tunnel.Service{Name: s.Name, Protocol: s.Protocol})
+	}
+	if err := ctl.Send(m); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return ctl, nil
+}
+
+func (a *Agent) heartbeat(ctx context.Context, sess tunnel.Session, ctl *tunnel.Control) {
+	t := time.NewTicker(a.cfg.Heartbeat)
+	defer t.Stop()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := ctl.Send(tunnel.Message{Type: "ping", Seq: seq}); err != nil {
+			sess.Close()
+			return
+		}
+	}
+}
+
+// serveStream reads a data stream's header, dials the named local service,
+// answers the gateway and relays.
+func (a *Agent) serveStream(ctx context.Context, st net.Conn) {
+	defer st.Close()
+	defer func() {
+		if v := recover(); v != nil {
+			a.log.Error("stream handler panicked", "panic", fmt.Sprint(v))
+		}
+	}()
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	h, err := tunnel.ReadHeader(st)
+	if err != nil {
+		a.log.Warn("reading stream header", "err", err)
+		tunnel.WriteReply(st, tunnel.Reply{Error: "reading stream header: " + err.Error()})
+		return
+	}
+	svc, ok := a.services[h.Service]
+	if !ok || h.Kind != tunnel.KindData {
+		tunnel.WriteReply(st, tunnel.Reply{Error: fmt.Sprintf("agent %s does not serve %q", a.cfg.Name, h.Service)})
+		return
+	}
+	log := a.log.With("session", h.Session, "service", h.Service, "identity", h.Identity)
+	local, err := net.DialTimeout("tcp", svc.Address, a.cfg.DialTimeout)
+	if err != nil {
+		log.Warn("dialing local service", "address", svc.Address, "err", err)
+		tunnel.WriteReply(st, tunnel.Reply{Error: fmt.Sprintf("agent %s cannot reach %s: %v", a.cfg.Name, h.Service, err)})
+		return
+	}
+	if err := tunnel.WriteReply(st, tunnel.Reply{OK: true}); err != nil {
+		local.Close()
+		return
+	}
+	st.SetDeadline(time.Time{})
+	log.Debug("session started", "source", h.Source)
+	start := time.Now()
+	counts, err := (&tcp.Relay{}).Run(ctx, st, local)
+	log.Info("session ended", "bytes_in", counts.In, "bytes_out", counts.Out, "duration", time.Since(start).String(), "err", errString(err))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/pki"
+)
+
+const demoPolicy = `# Postern demo policy: the demo user (group demo) may reach every demo service.
+rules:
+  - name: demo-users
+    identities: [group:demo]
+    services: ["*"]
+`
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", "demo [--listen ADDR] [--ops-listen ADDR] [--data-dir DIR]", stderr)
+	listen := fs.String("listen", "127.0.0.1:8443", "gateway address (a free port is used when this one is taken)")
+	ops := fs.String("ops-listen", "127.0.0.1:8081", "ops address (a free port is used when this one is taken)")
+	dir := fs.String("data-dir", "", "where to keep the demo's files (default: a new temporary directory)")
+	var logs logFlags
+	logs.register(fs)
+	logs.level = "warn"
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "postern-demo-"); err != nil {
+			return errorf("making demo dir", err)
+		}
+	}
+	gwDir, agentDir, userDir := filepath.Join(*dir, "gateway"), filepath.Join(*dir, "agent"), filepath.Join(*dir, "user")
+	policyPath := filepath.Join(*dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte(demoPolicy), 0o644); err != nil {
+		return errorf("writing demo policy", err)
+	}
+
+	echo, err := startEcho(ctx)
+	if err != nil {
+		return errorf("starting echo service", err)
+	}
+	defer echo.Close()
+	services := []agent.Service{{Name: "echo", Protocol: "tcp", Address: echo.Addr().String()}}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", 500*time.Millisecond); err == nil {
+		c.Close()
+		services = append(services, agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"})
+	}
+
+	srv, err := gateway.New(ctx, gateway.Config{DataDir: gwDir, Listen: freeIfTaken(*listen),
+		OpsListen: freeIfTaken(*ops), PolicyPath: policyPath, Logger: logger})
+	if err != nil {
+		return errorf("starting gateway", err)
+	}
+	if err := srv.Listen(); err != nil {
+		return errorf("starting gateway", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- srv.Run(ctx) }()
+	addr := srv.Addr().String()
+
+	token, _, err := srv.Data().MintToken("demo-agent", 0)
+	if err != nil {
+		return errorf("minting join token", err)
+	}
+	user := spiffeid.RequireFromPath(srv.Data().CA.TrustDomain(), "/user/demo")
+	svid, err := srv.Data().Issue(ctx, pki.IssueRequest{ID: user, Groups: []string{"demo"}})
+	if err != nil {
+		return errorf("issuing demo identity", err)
+	}
+	if err := pki.WriteFiles(userDir, svid, srv.Data().CA.Roots()); err != nil {
+		return errorf("writing demo identity", err)
+	}
+	ag, err := agent.New(ctx, agent.Config{Gateway: addr, Name: "demo-agent", Token: token, DataDir: agentDir,
+		Services: services, Logger: logger})
+	if err != nil {
+		return errorf("starting agent", err)
+	}
+	agDone := make(chan error, 1)
+	go func() { agDone <- ag.Run(ctx) }()
+	var transport string
+	select {
+	case transport = <-ag.Connected():
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("starting demo: the agent did not connect within 15s")
+	case <-ctx.Done():
+		return nil
+	}
+
+	self, _ := os.Executable()
+	if self == "" {
+		self = "postern"
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	w := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	w("Postern demo is up (Ctrl-C to stop).")
+	w("  gateway   %s (tcp+udp), ops http://%s/metrics", addr, srv.OpsAddr())
+	w("  agent     demo-agent over %s, serving: %s", transport, serviceList(services))
+	w("  identity  %s (group demo) in %s", user, userDir)
+	w("  policy    %s (edit it: changes apply at once)", policyPath)
+	w("")
+	w("Reach the echo service with your SVID (type a line, it comes back):")
+	w("  openssl s_client -quiet -connect %s -servername echo.localhost -cert %s/svid.pem -key %s/svid_key.pem -CAfile %s/svid_bundle.pem", addr, userDir, userDir, userDir)
+	w("")
+	w("Or through a local plaintext port:")
+	w("  %s connect echo --listen 127.0.0.1:15000 --gateway %s --identity %s", self, addr, userDir)
+	w("  nc 127.0.0.1 15000")
+	if len(services) > 1 {
+		w("")
+		w("PostgreSQL on 127.0.0.1:5432, through the tunnel, with your SVID:")
+		w("  psql \"host=pg.localhost hostaddr=127.0.0.1 port=%s sslmode=verify-full sslrootcert=%s/svid_bundle.pem sslcert=%s/svid.pem sslkey=%s/svid_key.pem user=postgres dbname=postgres\"", port, userDir, userDir, userDir)
+	}
+	w("")
+	w("Every session is recorded under %s", srv.Data().RecordingsPath())
+	w("Mint more: %s token create --data-dir %s --name NAME; %s identity issue --data-dir %s --id spiffe://postern.local/user/NAME --group demo --out DIR", self, gwDir, self, gwDir)
+
+	select {
+	case <-ctx.Done():
+	case err := <-gwDone:
+		if err != nil {
+			return errorf("running gateway", err)
+		}
+	}
+	cancel()
+	<-agDone
+	<-gwDone
+	return nil
+}
+
+func serviceList(s []agent.Service) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += x.Name + "=" + x.Protocol + "://" + x.Address
+	}
+	return out
+}
+
+// freeIfTaken returns addr when it can be bound, and an ephemeral port on
+// the same host otherwise.
+func freeIfTaken(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, "0")
+	}
+	ln.Close()
+	return addr
+}
+
+// startEcho runs the demo's TCP echo service on an ephemeral port.
+func startEcho(ctx context.Context) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln, nil
+}

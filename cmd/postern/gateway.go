@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
+
+	"github.com/postern/postern/gateway"
+)
+
+// gatewayFile is the YAML of `postern gateway --config FILE`. A flag given
+// on the command line wins over the file.
+type gatewayFile struct {
+	DataDir          string        `yaml:"data_dir"`
+	Listen           string        `yaml:"listen"`
+	OpsListen        string        `yaml:"ops_listen"`
+	TrustDomain      string        `yaml:"trust_domain"`
+	PublicName       string        `yaml:"public_name"`
+	Policy           string        `yaml:"policy"`
+	Name             string        `yaml:"name"`
+	LogFormat        string        `yaml:"log_format"`
+	LogLevel         string        `yaml:"log_level"`
+	QUIC             *bool         `yaml:"quic"`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	SVIDTTL          time.Duration `yaml:"svid_ttl"`
+	AgentTTL         time.Duration `yaml:"agent_ttl"`
+}
+
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("gateway", "gateway [--config FILE] [--data-dir DIR] [--listen ADDR] [--ops-listen ADDR] [--trust-domain TD] [--public-name NAME] [--policy FILE]", stderr)
+	var f gatewayFile
+	var logs logFlags
+	var quic bool
+	config := fs.String("config", "", "YAML config file (flags win)")
+	fs.StringVar(&f.DataDir, "data-dir", "./postern-data", "data directory (CA, store, recordings)")
+	fs.StringVar(&f.Listen, "listen", "127.0.0.1:8443", "TCP and UDP address for agents and clients")
+	fs.StringVar(&f.OpsListen, "ops-listen", "127.0.0.1:8081", "plain HTTP address for /metrics, /healthz, /readyz (\"-\" turns it off)")
+	fs.StringVar(&f.TrustDomain, "trust-domain", "postern.local", "SPIFFE trust domain")
+	fs.StringVar(&f.PublicName, "public-name", "localhost", "DNS name of the gateway; services are SERVICE.NAME")
+	fs.StringVar(&f.Policy, "policy", "", "policy file (reloaded when it changes; none denies everything)")
+	fs.StringVar(&f.Name, "name", "gateway", "gateway name in its SPIFFE ID")
+	fs.BoolVar(&quic, "quic", true, "serve QUIC tunnels on the UDP port")
+	fs.DurationVar(&f.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to finish its TLS handshake")
+	fs.DurationVar(&f.SVIDTTL, "svid-ttl", time.Hour, "lifetime of the gateway's own SVID")
+	fs.DurationVar(&f.AgentTTL, "agent-ttl", time.Hour, "lifetime of SVIDs issued to agents")
+	logs.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("gateway takes no arguments, got %q", fs.Args())
+	}
+	if *config != "" {
+		var file gatewayFile
+		if err := readYAML(*config, &file); err != nil {
+			return err
+		}
+		set := setFlags(fs)
+		pick := func(dst *string, flagName, v string) {
+			if !set[flagName] && v != "" {
+				*dst = v
+			}
+		}
+		pick(&f.DataDir, "data-dir", file.DataDir)
+		pick(&f.Listen, "listen", file.Listen)
+		pick(&f.OpsListen, "ops-listen", file.OpsListen)
+		pick(&f.TrustDomain, "trust-domain", file.TrustDomain)
+		pick(&f.PublicName, "public-name", file.PublicName)
+		pick(&f.Policy, "policy", file.Policy)
+		pick(&f.Name, "name", file.Name)
+		pick(&logs.format, "log-format", file.LogFormat)
+		pick(&logs.level, "log-level", file.LogLevel)
+		if !set["quic"] && file.QUIC != nil {
+			quic = *file.QUIC
+		}
+		pickDur := func(dst *time.Duration, flagName string, v time.Duration) {
+			if !set[flagName] && v != 0 {
+				*dst = v
+			}
+		}
+		pickDur(&f.HandshakeTimeout, "handshake-timeout", file.HandshakeTimeout)
+		pickDur(&f.SVIDTTL, "svid-ttl", file.SVIDTTL)
+		pickDur(&f.AgentTTL, "agent-ttl", file.AgentTTL)
+	}
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return usagef("--trust-domain %q: %v", f.TrustDomain, err)
+	}
+	logger, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(ctx, gateway.Config{
+		DataDir: f.DataDir, Listen: f.Listen, OpsListen: f.OpsListen, TrustDomain: td,
+		PublicName: f.PublicName, Name: f.Name, PolicyPath: f.Policy, DisableQUIC: !quic,
+		HandshakeTimeout: f.HandshakeTimeout, SVIDTTL: f.SVIDTTL, AgentTTL: f.AgentTTL, Logger: logger,
+	})
+	if err != nil {
+		return errorf("starting gateway", err)
+	}
+	if err := srv.Run(ctx); err != nil {
+		return errorf("running gateway", err)
+	}
+	return nil
+}
+
+// setFlags returns the names of the flags given on the command line.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// readYAML decodes a YAML file strictly: an unknown key is an error.
+func readYAML(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && err != io.EOF {
+		return fmt.Errorf("reading config %s: %w", path, err)
+	}
+	return nil
+}

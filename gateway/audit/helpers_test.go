@@ -1,0 +1,101 @@
+package audit
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/protocols"
+)
+
+// logBuffer collects a Log's log output.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func openLog(t *testing.T, dir string) (*Log, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	l, err := Open(dir, Options{
+		Logger:        slog.New(slog.NewTextHandler(logs, nil)),
+		FlushInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, logs
+}
+
+var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+
+// sessionEvents returns a whole session: start, n tcp.data events and end.
+func sessionEvents(id string, n int) []protocols.Event {
+	evs := []protocols.Event{{Session: id, Time: t0, Type: protocols.SessionStarted,
+		Data: protocols.SessionStart{Identity: "spiffe://postern.local/user/ann", Source: "127.0.0.1:40000",
+			Service: "db", Protocol: protocols.Postgres, Agent: "db1", Transport: "quic"}}}
+	var in, out int64
+	for i := range n {
+		d := protocols.TCPDataEvent{Direction: protocols.ClientToService, Bytes: int64(i + 1)}
+		if i%2 == 1 {
+			d.Direction = protocols.ServiceToClient
+			out += d.Bytes
+		} else {
+			in += d.Bytes
+		}
+		evs = append(evs, protocols.Event{Session: id, Time: t0.Add(time.Duration(i+1) * time.Millisecond),
+			Type: protocols.TCPData, Data: d})
+	}
+	evs = append(evs, protocols.Event{Session: id, Time: t0.Add(time.Duration(n+1) * time.Millisecond),
+		Type: protocols.SessionEnded,
+		Data: protocols.SessionEnd{Outcome: protocols.OutcomeOK, BytesIn: in, BytesOut: out, Duration: int64(n + 1)}})
+	return evs
+}
+
+// validRecording writes a whole session of n data events and returns the
+// path and the bytes of its recording.
+func validRecording(t testing.TB, dir, id string, n int) (string, []byte) {
+	t.Helper()
+	l, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range sessionEvents(id, n) {
+		l.Record(e)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := Path(dir, id)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, b
+}
+
+func readAll(t *testing.T, path string) ([]Record, error) {
+	t.Helper()
+	var recs []Record
+	err := Read(path, func(r Record) error {
+		recs = append(recs, r)
+		return nil
+	})
+	return recs, err
+}

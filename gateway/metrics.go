@@ -1,0 +1,47 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type metrics struct {
+	reg      *prometheus.Registry
+	sessions *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	active   prometheus.Gauge
+	agents   prometheus.Gauge
+	panics   prometheus.Counter
+	enrolled *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_sessions_total",
+			Help: "Client sessions by outcome (ok, denied, error)."}, []string{"outcome"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_connections_refused_total",
+			Help: "Connections refused before an identity was established, by reason."}, []string{"reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_relayed_bytes_total",
+			Help: "Bytes relayed for clients, by direction (in: client to service)."}, []string{"direction"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "postern_sessions_active",
+			Help: "Client sessions being relayed now."}),
+		agents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "postern_agent_sessions",
+			Help: "Agent tunnel sessions connected now."}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "postern_handler_panics_total",
+			Help: "Connection handlers that panicked and were recovered."}),
+		enrolled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_certificates_issued_total",
+			Help: "SVIDs issued over the API, by kind of request (enroll, renew) and result."}, []string{"request", "result"}),
+	}
+	m.reg.MustRegister(m.sessions, m.refused, m.bytes, m.active, m.agents, m.panics, m.enrolled,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func promhttpHandler(m *metrics) http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

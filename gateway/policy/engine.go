@@ -1,0 +1,36 @@
+package policy
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/postern/postern/protocols"
+)
+
+// Engine is a protocols.Authorizer whose policy can be swapped while it
+// serves. Each decision uses one policy from start to end. The zero Engine
+// denies everything.
+type Engine struct {
+	p atomic.Pointer[Policy]
+}
+
+var _ protocols.Authorizer = (*Engine)(nil)
+
+// NewEngine returns an Engine that decides with p; a nil p denies
+// everything until Set is called.
+func NewEngine(p *Policy) *Engine {
+	e := &Engine{}
+	e.p.Store(p)
+	return e
+}
+
+// Set makes p the policy of decisions from now on.
+func (e *Engine) Set(p *Policy) { e.p.Store(p) }
+
+// Policy returns the policy in force, nil if none was set.
+func (e *Engine) Policy() *Policy { return e.p.Load() }
+
+// Authorize decides with the policy in force; see Policy.Authorize.
+func (e *Engine) Authorize(ctx context.Context, r protocols.Request) protocols.Decision {
+	return e.p.Load().Authorize(ctx, r)
+}

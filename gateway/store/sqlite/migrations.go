@@ -1,0 +1,48 @@
+package sqlite
+
+// migration is one step of the schema. Versions start at 1 and increase by
+// one; a released migration is never edited, only followed by a new one.
+type migration struct {
+	Version int
+	Name    string
+	Stmts   []string
+}
+
+// migrations is the schema, in order.
+var migrations = []migration{
+	{
+		Version: 1,
+		Name:    "initial",
+		Stmts: []string{
+			`CREATE TABLE join_tokens (
+				id         TEXT PRIMARY KEY,
+				name       TEXT NOT NULL,
+				expires_at BIGINT NOT NULL,
+				used_at    BIGINT NOT NULL
+			)`,
+			`CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at)`,
+			`CREATE TABLE issued (
+				serial    TEXT PRIMARY KEY,
+				spiffe_id TEXT NOT NULL,
+				kind      TEXT NOT NULL,
+				not_after BIGINT NOT NULL,
+				issued_at BIGINT NOT NULL
+			)`,
+			`CREATE INDEX issued_spiffe_id ON issued (spiffe_id)`,
+			`CREATE TABLE agents (
+				name       TEXT PRIMARY KEY,
+				spiffe_id  TEXT NOT NULL,
+				transport  TEXT NOT NULL,
+				source     TEXT NOT NULL,
+				first_seen BIGINT NOT NULL,
+				last_seen  BIGINT NOT NULL
+			)`,
+			`CREATE TABLE agent_services (
+				agent    TEXT NOT NULL REFERENCES agents (name) ON DELETE CASCADE,
+				position INTEGER NOT NULL,
+				service  TEXT NOT NULL,
+				PRIMARY KEY (agent, position)
+			)`,
+		},
+	},
+}

@@ -1,0 +1,291 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/postern/postern/gateway/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// BusyTimeout is how long a statement waits for another connection or
+// process holding the write lock before it fails.
+const BusyTimeout = 5 * time.Second
+
+// UsedTokenRetention is how long past its expiry a used join token is kept.
+// An expired token is refused on its expiry alone; the row is kept a while
+// longer so that clock skew between processes cannot reopen it.
+const UsedTokenRetention = 24 * time.Hour
+
+// DB is a store.Store in one SQLite file. It is safe for concurrent use, and
+// several processes may open the same file at once.
+type DB struct {
+	db   *sql.DB
+	path string
+	now  func() time.Time
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens the SQLite database at path, creating it if needed, and brings
+// its schema up to date. It fails with an error wrapping
+// store.ErrSchemaTooNew if the file was migrated by a newer Postern.
+func Open(ctx context.Context, path string) (*DB, error) {
+	return open(ctx, path, migrations)
+}
+
+func open(ctx context.Context, path string, ms []migration) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", dsn(abs))
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	if err := migrate(ctx, db, ms); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrating store %s: %w", path, err)
+	}
+	return &DB{db: db, path: abs, now: time.Now}, nil
+}
+
+// dsn returns the modernc.org/sqlite data source name for the file at the
+// absolute path abs. Explicit transactions begin IMMEDIATE so that a
+// read-then-write transaction waits for the write lock instead of failing
+// when another connection wrote in between.
+func dsn(abs string) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	u := url.URL{Path: filepath.ToSlash(abs)}
+	return "file:" + u.EscapedPath() + "?" + q.Encode()
+}
+
+// Path returns the absolute path of the database file.
+func (d *DB) Path() string { return d.path }
+
+// UseToken implements store.Store.
+func (d *DB) UseToken(ctx context.Context, id, name string, expires time.Time) error {
+	if id == "" {
+		return errors.New("using join token: empty token id")
+	}
+	res, err := d.db.ExecContext(ctx,
+		`INSERT INTO join_tokens (id, name, expires_at, used_at) VALUES ($1, $2, $3, $4)
+		 ON CONFLICT (id) DO NOTHING`,
+		id, name, micros(expires), micros(d.now()))
+	if err != nil {
+		return fmt.Errorf("using join token: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("using join token: %w", err)
+	}
+	if n == 0 {
+		return store.ErrTokenUsed
+	}
+	return nil
+}
+
+// Prune deletes used join tokens whose expiry is more than
+// UsedTokenRetention before now, and reports how many it deleted.
+func (d *DB) Prune(ctx context.Context, now time.Time) (int64, error) {
+	res, err := d.db.ExecContext(ctx,
+		`DELETE FROM join_tokens WHERE expires_at < $1`,
+		micros(now.Add(-UsedTokenRetention)))
+	if err != nil {
+		return 0, fmt.Errorf("pruning join tokens: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("pruning join tokens: %w", err)
+	}
+	return n, nil
+}
+
+// RecordIssued implements store.Store. Recording the same serial twice is
+// an error.
+func (d *DB) RecordIssued(ctx context.Context, i store.Issued) error {
+	if i.Serial == "" {
+		return errors.New("recording issued SVID: empty serial")
+	}
+	issuedAt := i.IssuedAt
+	if issuedAt.IsZero() {
+		issuedAt = d.now()
+	}
+	_, err := d.db.ExecContext(ctx,
+		`INSERT INTO issued (serial, spiffe_id, kind, not_after, issued_at) VALUES ($1, $2, $3, $4, $5)`,
+		i.Serial, i.ID, i.Kind, micros(i.NotAfter), micros(issuedAt))
+	if err != nil {
+		return fmt.Errorf("recording issued SVID %s: %w", i.Serial, err)
+	}
+	return nil
+}
+
+// IssuedBySerial returns the issued SVID with the given serial, or
+// store.ErrNotFound.
+func (d *DB) IssuedBySerial(ctx context.Context, serial string) (store.Issued, error) {
+	var (
+		i                  store.Issued
+		notAfter, issuedAt int64
+	)
+	err := d.db.QueryRowContext(ctx,
+		`SELECT serial, spiffe_id, kind, not_after, issued_at FROM issued WHERE serial = $1`,
+		serial).Scan(&i.Serial, &i.ID, &i.Kind, &notAfter, &issuedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Issued{}, fmt.Errorf("looking up issued SVID %s: %w", serial, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Issued{}, fmt.Errorf("looking up issued SVID %s: %w", serial, err)
+	}
+	i.NotAfter, i.IssuedAt = fromMicros(notAfter), fromMicros(issuedAt)
+	return i, nil
+}
+
+// UpsertAgent implements store.Store. A zero LastSeen means now; FirstSeen
+// is set on insert only (LastSeen if zero) and kept by later upserts.
+// Services replace the agent's previous list.
+func (d *DB) UpsertAgent(ctx context.Context, a store.Agent) (err error) {
+	if a.Name == "" {
+		return errors.New("upserting agent: empty name")
+	}
+	lastSeen := a.LastSeen
+	if lastSeen.IsZero() {
+		lastSeen = d.now()
+	}
+	firstSeen := a.FirstSeen
+	if firstSeen.IsZero() {
+		firstSeen = lastSeen
+	}
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("upserting agent %s: %w", a.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if _, err = tx.ExecContext(ctx,
+		`INSERT INTO agents (name, spiffe_id, transport, source, first_seen, last_seen)
+		 VALUES ($1, $2, $3, $4, $5, $6)
+		 ON CONFLICT (name) DO UPDATE SET
+		   spiffe_id = excluded.spiffe_id,
+		   transport = excluded.transport,
+		   source    = excluded.source,
+		   last_seen = excluded.last_seen`,
+		a.Name, a.ID, a.Transport, a.Source, micros(firstSeen), micros(lastSeen)); err != nil {
+		return fmt.Errorf("upserting agent %s: %w", a.Name, err)
+	}
+	if _, err = tx.ExecContext(ctx, `DELETE FROM agent_services WHERE agent = $1`, a.Name); err != nil {
+		return fmt.Errorf("upserting agent %s: %w", a.Name, err)
+	}
+	for pos, s := range a.Services {
+		if _, err = tx.ExecContext(ctx,
+			`INSERT INTO agent_services (agent, position, service) VALUES ($1, $2, $3)`,
+			a.Name, pos, s); err != nil {
+			return fmt.Errorf("upserting agent %s: %w", a.Name, err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("upserting agent %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// Agents implements store.Store.
+func (d *DB) Agents(ctx context.Context) ([]store.Agent, error) {
+	return d.agents(ctx, "", false)
+}
+
+// Agent returns the agent with the given name, or store.ErrNotFound.
+func (d *DB) Agent(ctx context.Context, name string) (store.Agent, error) {
+	as, err := d.agents(ctx, name, true)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	if len(as) == 0 {
+		return store.Agent{}, fmt.Errorf("looking up agent %s: %w", name, store.ErrNotFound)
+	}
+	return as[0], nil
+}
+
+// agents reads the agents (only the one named name if one is true) with
+// their services in a single statement, so that the result is consistent.
+func (d *DB) agents(ctx context.Context, name string, one bool) ([]store.Agent, error) {
+	rows, err := d.db.QueryContext(ctx,
+		`SELECT a.name, a.spiffe_id, a.transport, a.source, a.first_seen, a.last_seen, s.service
+		 FROM agents a LEFT JOIN agent_services s ON s.agent = a.name
+		 WHERE $1 = 0 OR a.name = $2
+		 ORDER BY a.name, s.position`,
+		boolInt(one), name)
+	if err != nil {
+		return nil, fmt.Errorf("listing agents: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Agent
+	for rows.Next() {
+		var (
+			a                   store.Agent
+			firstSeen, lastSeen int64
+			service             sql.NullString
+		)
+		if err := rows.Scan(&a.Name, &a.ID, &a.Transport, &a.Source, &firstSeen, &lastSeen, &service); err != nil {
+			return nil, fmt.Errorf("listing agents: %w", err)
+		}
+		if n := len(out); n == 0 || out[n-1].Name != a.Name {
+			a.FirstSeen, a.LastSeen = fromMicros(firstSeen), fromMicros(lastSeen)
+			out = append(out, a)
+		}
+		if service.Valid {
+			last := &out[len(out)-1]
+			last.Services = append(last.Services, service.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing agents: %w", err)
+	}
+	return out, nil
+}
+
+// Ping implements store.Store.
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging store: %w", err)
+	}
+	return nil
+}
+
+// Close implements store.Store.
+func (d *DB) Close() error {
+	if err := d.db.Close(); err != nil {
+		return fmt.Errorf("closing store: %w", err)
+	}
+	return nil
+}
+
+// micros converts t to Unix microseconds, the stored form of every time.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// fromMicros converts stored Unix microseconds back to a UTC time.
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrTokenUsed is returned by UseToken when the join token was used before.
+var ErrTokenUsed = errors.New("join token already used")
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrSchemaTooNew is returned by Open when the database was migrated by a
+// newer Postern than this one; this binary must not write to it.
+var ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+
+// Kinds of issued SVIDs.
+const (
+	KindAgent    = "agent"
+	KindUser     = "user"
+	KindWorkload = "workload"
+	KindGateway  = "gateway"
+)
+
+// Issued records one X.509-SVID the gateway signed.
+type Issued struct {
+	Serial   string // certificate serial number, hex
+	ID       string // SPIFFE ID
+	Kind     string // one of the Kind constants
+	NotAfter time.Time
+	IssuedAt time.Time
+}
+
+// Agent is an agent as last seen by the gateway.
+type Agent struct {
+	Name      string
+	ID        string   // SPIFFE ID
+	Transport string   // "quic" or "tls"
+	Services  []string // "name=proto", in the agent's order
+	Source    string   // remote address of its tunnel
+	LastSeen  time.Time
+	FirstSeen time.Time // kept from the first upsert; later values are ignored
+}
+
+// Store is the gateway's durable state. Implementations are safe for
+// concurrent use and for use by several processes on the same database.
+type Store interface {
+	// UseToken atomically marks the join token id used, remembering it
+	// until after expires. It returns ErrTokenUsed if the id was used before.
+	UseToken(ctx context.Context, id, name string, expires time.Time) error
+	// RecordIssued remembers an issued SVID.
+	RecordIssued(ctx context.Context, i Issued) error
+	// UpsertAgent inserts or updates the agent named a.Name.
+	UpsertAgent(ctx context.Context, a Agent) error
+	// Agents returns every agent, ordered by name.
+	Agents(ctx context.Context) ([]Agent, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,291 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/pki"
+	"github.com/postern/postern/pki/pkitest"
+	"github.com/postern/postern/protocols/tunnel"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("postern.local")
+
+// basePolicy lets group ops reach every service and alice reach echo.
+const basePolicy = `rules:
+  - name: ops-all
+    identities: [group:ops]
+    services: ["*"]
+  - name: alice-echo
+    identities: [spiffe://postern.local/user/alice]
+    services: [echo]
+`
+
+// logBuffer is a concurrency-safe log sink that tests can search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// waitFor polls cond until it is true or the deadline passes.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, within)
+}
+
+type gw struct {
+	srv    *gateway.Server
+	cfg    gateway.Config
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (g *gw) addr() string { return g.srv.Addr().String() }
+
+func (g *gw) stop(t testing.TB) {
+	t.Helper()
+	g.cancel()
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not stop within 20s")
+	}
+}
+
+type gwOption func(*gateway.Config)
+
+// startGateway runs a gateway in process on a free loopback port with the
+// given policy text, and stops it at the end of the test.
+func startGateway(t testing.TB, policyText string, opts ...gwOption) *gw {
+	t.Helper()
+	dir := t.TempDir()
+	policyPath := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte(policyText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := gateway.Config{
+		DataDir:          filepath.Join(dir, "data"),
+		Listen:           "127.0.0.1:0",
+		OpsListen:        "127.0.0.1:0",
+		PolicyPath:       policyPath,
+		HandshakeTimeout: 3 * time.Second,
+		Heartbeat:        time.Second,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return runGateway(t, cfg)
+}
+
+func runGateway(t testing.TB, cfg gateway.Config) *gw {
+	t.Helper()
+	logs := &logBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := gateway.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("starting gateway: %v", err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatalf("listening: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gw{srv: srv, cfg: cfg, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() { g.done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-g.done
+	})
+	return g
+}
+
+// testWriter sends log lines to t.Log only when -v asks for them.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+type ag struct {
+	a      *agent.Agent
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (a *ag) stop() {
+	a.cancel()
+	<-a.done
+}
+
+// startAgent enrolls (when dir holds no SVID) and runs an agent.
+func startAgent(t testing.TB, g *gw, name, transport, dir string, services ...agent.Service) *ag {
+	t.Helper()
+	token := ""
+	if _, _, err := pki.ReadFiles(dir); err != nil {
+		tok, _, err := g.srv.Data().MintToken(name, 0)
+		if err != nil {
+			t.Fatalf("minting token: %v", err)
+		}
+		token = tok
+	}
+	return runAgent(t, agent.Config{Gateway: g.addr(), Name: name, Token: token, DataDir: dir,
+		Transport: transport, Services: services, Heartbeat: time.Second, MaxBackoff: 2 * time.Second})
+}
+
+func runAgent(t testing.TB, cfg agent.Config) *ag {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := agent.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("starting agent: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &ag{a: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// waitConnected waits for the agent's next tunnel and returns its transport.
+func (a *ag) waitConnected(t testing.TB) string {
+	t.Helper()
+	select {
+	case tr := <-a.a.Connected():
+		return tr
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not connect within 15s")
+		return ""
+	}
+}
+
+// startEcho runs a TCP echo service that closes its write side after the
+// client's EOF (so half-close is observable).
+func startEcho(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func echoService(addr string) agent.Service {
+	return agent.Service{Name: "echo", Protocol: "tcp", Address: addr}
+}
+
+// issue makes a user or workload SVID from the gateway's CA.
+func issue(t testing.TB, g *gw, id string, groups ...string) *x509svid.SVID {
+	t.Helper()
+	svid, err := g.srv.Data().Issue(context.Background(), pki.IssueRequest{ID: spiffeid.RequireFromString(id), Groups: groups})
+	if err != nil {
+		t.Fatalf("issuing %s: %v", id, err)
+	}
+	return svid
+}
+
+func (g *gw) roots() *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, r := range g.srv.Data().CA.Roots() {
+		pool.AddCert(r)
+	}
+	return pool
+}
+
+// dialService opens a client TLS connection to service with svid (nil: no
+// client certificate) and completes the handshake.
+func dialService(g *gw, service string, svid *x509svid.SVID) (*tls.Conn, error) {
+	conf := &tls.Config{ServerName: service + ".localhost", RootCAs: g.roots()}
+	if svid != nil {
+		conf.Certificates = []tls.Certificate{pkitest.TLSCertificate(svid)}
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", g.addr(), conf)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// echoOnce sends a line through the service and expects it back. With TLS
+// 1.3 a refused client certificate shows only at the first read, so this is
+// the check that a client really got through.
+func echoOnce(g *gw, service string, svid *x509svid.SVID) error {
+	c, err := dialService(g, service, svid)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := []byte("hello through postern\n")
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("reading echo: %w", err)
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("got %q, want %q", got, msg)
+	}
+	return nil
+}
+
+var transports = []string{tunnel.QUIC, tunnel.TLS}

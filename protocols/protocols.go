@@ -1,0 +1,135 @@
+package protocols
+
+import (
+	"context"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Protocol names, as used in --service NAME=PROTO://HOST:PORT and in events.
+const (
+	TCP      = "tcp"
+	Postgres = "postgres"
+	HTTP     = "http"
+	GRPC     = "grpc"
+)
+
+// ValidProtocol reports whether p names a protocol Postern serves.
+func ValidProtocol(p string) bool {
+	switch p {
+	case TCP, Postgres, HTTP, GRPC:
+		return true
+	}
+	return false
+}
+
+// Request is what an Authorizer decides on. At connection level only the
+// identity, groups and service are set; protocol handlers add their own
+// fields (statement, route, method) in later protocol-aware requests.
+type Request struct {
+	Identity spiffeid.ID
+	Groups   []string
+	Service  string
+	Protocol string
+}
+
+// Decision is an Authorizer's verdict. Rule names the rule that made it, or
+// "default-deny" when none matched.
+type Decision struct {
+	Allow  bool
+	Rule   string
+	Reason string
+}
+
+// DefaultDeny is the rule name of a decision that no rule made.
+const DefaultDeny = "default-deny"
+
+// Authorizer decides whether a request may go on.
+type Authorizer interface {
+	Authorize(ctx context.Context, r Request) Decision
+}
+
+// AuthorizerFunc adapts a function to the Authorizer interface.
+type AuthorizerFunc func(ctx context.Context, r Request) Decision
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, r Request) Decision { return f(ctx, r) }
+
+// Recorder receives the events of sessions, in order per session. Record
+// must not block the data path for long.
+type Recorder interface {
+	Record(e Event)
+}
+
+// RecorderFunc adapts a function to the Recorder interface.
+type RecorderFunc func(e Event)
+
+// Record calls f.
+func (f RecorderFunc) Record(e Event) { f(e) }
+
+// EventType names an event in a recording. New types are added, never
+// renamed, so that old recordings stay readable.
+type EventType string
+
+// Event types.
+const (
+	SessionStarted EventType = "session.start"
+	SessionEnded   EventType = "session.end"
+	AuthzDenied    EventType = "authz.deny"
+	TCPData        EventType = "tcp.data"
+)
+
+// Event is one entry of a session's recording. Data is one of the *Data
+// types below, matching Type.
+type Event struct {
+	Session string
+	Time    time.Time
+	Type    EventType
+	Data    any
+}
+
+// SessionStart opens every recording, allowed or denied.
+type SessionStart struct {
+	Identity  string   `json:"identity,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	Source    string   `json:"source"`
+	Service   string   `json:"service,omitempty"`
+	Protocol  string   `json:"protocol,omitempty"`
+	Agent     string   `json:"agent,omitempty"`
+	Transport string   `json:"transport,omitempty"`
+}
+
+// Outcomes of a session.
+const (
+	OutcomeOK     = "ok"     // allowed and ended normally
+	OutcomeDenied = "denied" // refused by policy or authentication
+	OutcomeError  = "error"  // allowed but failed (no agent, upstream down, …)
+)
+
+// SessionEnd closes every recording.
+type SessionEnd struct {
+	Outcome  string `json:"outcome"`
+	BytesIn  int64  `json:"bytes_in"`  // client → service
+	BytesOut int64  `json:"bytes_out"` // service → client
+	Duration int64  `json:"duration_ms"`
+	Error    string `json:"error,omitempty"`
+}
+
+// AuthzDeny records a refusal and the rule that made it.
+type AuthzDeny struct {
+	Rule   string `json:"rule"`
+	Reason string `json:"reason"`
+}
+
+// Directions of TCPDataEvent.
+const (
+	ClientToService = "in"
+	ServiceToClient = "out"
+)
+
+// TCPDataEvent records bytes relayed in one direction since the previous one.
+type TCPDataEvent struct {
+	Direction string `json:"direction"`
+	Bytes     int64  `json:"bytes"`
+}
