@@ -127,7 +127,10 @@ func runGateway(t testing.TB, cfg gateway.Config) *gw {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &gw{srv: srv, cfg: cfg, logs: logs, cancel: cancel, done: make(chan error, 1)}
-	go func() { g.done <- srv.Run(ctx) }()
+	go func() {
+		srv.Run(ctx)
+		close(g.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-g.done
@@ -182,7 +185,10 @@ func runAgent(t testing.TB, cfg agent.Config) *ag {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &ag{a: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
+	go func() {
+		a.Run(ctx)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done

@@ -70,7 +70,7 @@ func TestRoundTrip(t *testing.T) {
 func TestConcurrentSessions(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := openLog(t, dir)
-	const sessions, events = 200, 50
+	const sessions, events = 200, 30
 	var wg sync.WaitGroup
 	for i := range sessions {
 		id := fmt.Sprintf("sess_%03d", i)

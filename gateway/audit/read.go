@@ -74,7 +74,7 @@ func readFrom(r io.Reader, want string, fn func(Record) error) (tail, error) {
 			return t, nil
 		}
 		if errors.Is(err, errTooLong) {
-			return t, &ChainError{Seq: int(t.next), Reason: fmt.Sprintf("record longer than %d bytes", MaxRecordSize)}
+			return t, &ChainError{Seq: int(t.next), Reason: fmt.Sprintf("record longer than %d bytes", maxLine)}
 		}
 		if err != nil && err != io.EOF {
 			return t, fmt.Errorf("reading record %d: %w", t.next, err)
@@ -97,12 +97,15 @@ func readFrom(r io.Reader, want string, fn func(Record) error) (tail, error) {
 
 var errTooLong = errors.New("line too long")
 
+// maxLine is MaxRecordSize, smaller in tests.
+var maxLine = MaxRecordSize
+
 // readLine appends the next line of br to buf, without its newline, and
 // reports whether it ended with one.
 func readLine(br *bufio.Reader, buf []byte) ([]byte, bool, error) {
 	for {
 		frag, err := br.ReadSlice('\n')
-		if len(buf)+len(frag) > MaxRecordSize+1 {
+		if len(buf)+len(frag) > maxLine+1 {
 			return buf, false, errTooLong
 		}
 		buf = append(buf, frag...)

@@ -46,8 +46,7 @@ func TestReadDetectsFlippedByte(t *testing.T) {
 		for j := 0; j <= len(line); j++ { // j == len(line) is the newline
 			b := bytes.Clone(valid)
 			b[offset+j] ^= 0x01
-			writeRecording(t, path, b)
-			err := Read(path, func(Record) error { return nil })
+			_, err := readFrom(bytes.NewReader(b), sessionOf(path), nil)
 			last := k == len(ls)-1
 			if err == nil {
 				if !last || j == len(line) {
@@ -174,7 +173,9 @@ func TestReadMissingFile(t *testing.T) {
 }
 
 func TestReadRefusesLongRecord(t *testing.T) {
-	b := append(bytes.Repeat([]byte("x"), MaxRecordSize+10), '\n')
+	defer func(n int) { maxLine = n }(maxLine)
+	maxLine = 1 << 10
+	b := append(bytes.Repeat([]byte("x"), maxLine+10), '\n')
 	_, err := readFrom(bytes.NewReader(b), "", nil)
 	if ce := chainErr(t, err); ce.Seq != 0 || !strings.Contains(ce.Reason, "longer") {
 		t.Fatalf("got %v, want a too-long record 0", ce)

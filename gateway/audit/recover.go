@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 // RecoverUnsealed closes every recording in dir that has no session.end
 // with a final session.end record of outcome OutcomeTruncated, continuing
 // its hash chain, and returns how many it closed. The gateway calls it at
-// start, before it records anything.
+// start, before it records anything. A missing dir has nothing to close.
+// The count includes recordings closed before an error about another.
 //
 // The closing record carries the bytes counted by the recording's tcp.data
 // records and the time of its last record, so that replay does not wait for
@@ -22,6 +24,9 @@ import (
 // broken elsewhere is left alone and reported in the returned error.
 func RecoverUnsealed(dir string) (int, error) {
 	ids, err := List(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil // first start: nothing recorded yet
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -118,3 +118,10 @@ func TestRecoverCases(t *testing.T) {
 		})
 	}
 }
+
+func TestRecoverMissingDir(t *testing.T) {
+	n, err := RecoverUnsealed(t.TempDir() + "/recordings")
+	if n != 0 || err != nil {
+		t.Fatalf("got %d, %v; want 0, nil", n, err)
+	}
+}

@@ -206,12 +206,12 @@ func (p *parser) rule(item *yaml.Node, index int) (parsedRule, bool) {
 
 	// The name first, so that every other problem can say which rule.
 	where := fmt.Sprintf("rule #%d", index)
-	nameNode := n
+	named := false
 	for _, f := range fields {
 		if f.name != "name" {
 			continue
 		}
-		nameNode = f.key
+		named = true
 		if name, ok := p.scalar(f.val, "name", where); ok {
 			switch {
 			case name == protocols.DefaultDeny:
@@ -225,7 +225,7 @@ func (p *parser) rule(item *yaml.Node, index int) (parsedRule, bool) {
 			}
 		}
 	}
-	if nameNode == n {
+	if !named {
 		p.addf(n, "missing name in %s", where)
 	}
 
@@ -287,6 +287,9 @@ func (p *parser) rule(item *yaml.Node, index int) (parsedRule, bool) {
 			p.unknownKey(f, "in "+where, ruleKeys)
 		}
 	}
+	if r.Effect == Deny {
+		p.noRateInDeny(fields, where)
+	}
 	if !haveIdentities {
 		p.addf(n, "missing identities in %s", where)
 	}
@@ -294,6 +297,32 @@ func (p *parser) rule(item *yaml.Node, index int) (parsedRule, bool) {
 		p.addf(n, "missing services in %s", where)
 	}
 	return r, true
+}
+
+// noRateInDeny reports the rates of a deny rule, which would never apply.
+func (p *parser) noRateInDeny(fields []field, where string) {
+	for _, f := range fields {
+		switch f.name {
+		case "rate":
+			p.addf(f.key, "rate in deny %s has no effect", where)
+		case "http", "grpc":
+			n := p.resolve(f.val)
+			if n.Kind != yaml.SequenceNode {
+				continue
+			}
+			for _, item := range n.Content {
+				m := p.resolve(item)
+				if m.Kind != yaml.MappingNode {
+					continue
+				}
+				for i := 0; i+1 < len(m.Content); i += 2 {
+					if k := p.resolve(m.Content[i]); k.Kind == yaml.ScalarNode && k.Value == "rate" {
+						p.addf(k, "rate in deny %s has no effect", where)
+					}
+				}
+			}
+		}
+	}
 }
 
 func (p *parser) postgres(f field, where string) *PostgresRule {

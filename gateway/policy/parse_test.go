@@ -376,6 +376,16 @@ func TestParseProblems(t *testing.T) {
 			lines: []int{6},
 			want:  "not a whole number",
 		},
+		"rate in a deny rule": {
+			doc:   rule(okRule, "effect: deny", "rate: 1/s"),
+			lines: []int{6},
+			want:  `rate in deny rule "r" has no effect`,
+		},
+		"rate in a deny rule's http entry": {
+			doc:   rule(okRule, "http:", "  - rate: 1/s", "effect: deny"),
+			lines: []int{6},
+			want:  `rate in deny rule "r" has no effect`,
+		},
 		"duplicate key": {
 			doc:   rule(okRule, "services: [other]"),
 			lines: []int{5},

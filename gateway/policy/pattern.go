@@ -22,12 +22,12 @@ type glob struct {
 type globKind uint8
 
 const (
-	globAny           globKind = iota // "*"
-	globLiteral                       // "abc"
-	globPrefix                        // "abc*"
-	globSuffix                        // "*abc"
-	globPrefixSuffix                  // "ab*cd"
-	globGeneral                       // anything else
+	globAny          globKind = iota // "*"
+	globLiteral                      // "abc"
+	globPrefix                       // "abc*"
+	globSuffix                       // "*abc"
+	globPrefixSuffix                 // "ab*cd"
+	globGeneral                      // anything else
 )
 
 // compileGlob compiles a flat glob. forbidden lists characters that may not

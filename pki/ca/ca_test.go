@@ -210,7 +210,7 @@ func TestIssueLeaf(t *testing.T) {
 	id := spiffeid.RequireFromString("spiffe://postern.test/user/alice")
 	svid, err := c.Issue(context.Background(), pki.IssueRequest{
 		ID:        id,
-		Groups:    []string{"analysts", "dba"},
+		Groups:    []string{"analysts", "dba", `q"uo}}te`},
 		PublicKey: key.Public(),
 	})
 	if err != nil {
@@ -228,8 +228,8 @@ func TestIssueLeaf(t *testing.T) {
 	}
 	groups := pki.Groups(leaf)
 	slices.Sort(groups)
-	if !slices.Equal(groups, []string{"analysts", "dba"}) {
-		t.Errorf("groups: got %q, want [analysts dba]", groups)
+	if want := []string{"analysts", "dba", `q"uo}}te`}; !slices.Equal(groups, want) {
+		t.Errorf("groups: got %q, want %q", groups, want)
 	}
 	if leaf.Subject.CommonName != "alice" {
 		t.Errorf("CN: got %q, want alice", leaf.Subject.CommonName)

@@ -50,7 +50,7 @@ func TestConformance(t *testing.T) {
 }
 
 // shortLived makes dead peers visible quickly.
-var shortLived = &tunnel.Config{KeepAlive: 300 * time.Millisecond, IdleTimeout: 1500 * time.Millisecond}
+var shortLived = &tunnel.Config{KeepAlive: 500 * time.Millisecond, IdleTimeout: 2 * time.Second}
 
 func testPeer(t *testing.T, tr transport) {
 	client, server := pair(t, tr, nil)
@@ -107,15 +107,15 @@ func testRefused(t *testing.T, tr transport) {
 			l := ln
 			if tt.server != nil {
 				var err error
-				l, err = tr.listen("127.0.0.1:0", serverTLS(tt.server, f.ca.Bundle()), nil)
+				l, err = tr.listen("127.0.0.1:0", serverTLS(tt.server, f.ca.Bundle()), testConfig(nil))
 				if err != nil {
 					t.Fatalf("listening: %v", err)
 				}
 				defer l.Close()
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 			defer cancel()
-			s, err := tr.dial(ctx, l.Addr().String(), clientTLS(tt.client(t), f.ca.Bundle()), nil)
+			s, err := tr.dial(ctx, l.Addr().String(), clientTLS(tt.client(t), f.ca.Bundle()), testConfig(nil))
 			if err == nil {
 				s.Close()
 				t.Fatalf("got a session with peer %v, want the handshake refused", s.Peer())

@@ -187,6 +187,9 @@ func FuzzReadHeader(f *testing.F) {
 		}
 		again, err := AppendHeader(nil, h)
 		if err != nil {
+			if consumed-headerPrefixLen > MaxHeaderBody/6 {
+				return // JSON escaping can grow a body up to sixfold
+			}
 			t.Fatalf("re-encoding %+v: %v", h, err)
 		}
 		h2, err := ReadHeader(bytes.NewReader(again))

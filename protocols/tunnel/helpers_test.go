@@ -97,10 +97,23 @@ func clientTLS(svid *x509svid.SVID, bundle x509bundle.Source) *tls.Config {
 	return c
 }
 
+// testConfig gives handshakes more time than in production: on a loaded
+// machine under the race detector a handshake can take seconds.
+func testConfig(cfg *tunnel.Config) *tunnel.Config {
+	c := cfg.WithDefaults()
+	if cfg == nil || cfg.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = setupTimeout
+	}
+	return &c
+}
+
+// setupTimeout bounds making a session in tests.
+const setupTimeout = 60 * time.Second
+
 // listen starts a gateway-side listener on loopback, closed at cleanup.
 func listen(t testing.TB, tr transport, f *fixture, cfg *tunnel.Config) listener {
 	t.Helper()
-	ln, err := tr.listen("127.0.0.1:0", serverTLS(f.gateway, f.ca.Bundle()), cfg)
+	ln, err := tr.listen("127.0.0.1:0", serverTLS(f.gateway, f.ca.Bundle()), testConfig(cfg))
 	if err != nil {
 		t.Fatalf("listening: %v", err)
 	}
@@ -112,7 +125,7 @@ func listen(t testing.TB, tr transport, f *fixture, cfg *tunnel.Config) listener
 // sessions are closed at cleanup.
 func connect(t testing.TB, tr transport, f *fixture, ln listener, addr string, cfg *tunnel.Config) (client, server tunnel.Session) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	type result struct {
 		s   tunnel.Session
@@ -123,7 +136,7 @@ func connect(t testing.TB, tr transport, f *fixture, ln listener, addr string, c
 		s, err := ln.Accept(ctx)
 		accepted <- result{s, err}
 	}()
-	client, err := tr.dial(ctx, addr, clientTLS(f.agent, f.ca.Bundle()), cfg)
+	client, err := tr.dial(ctx, addr, clientTLS(f.agent, f.ca.Bundle()), testConfig(cfg))
 	if err != nil {
 		t.Fatalf("dialing: %v", err)
 	}

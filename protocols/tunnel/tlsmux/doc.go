@@ -12,7 +12,7 @@
 //     net.ErrClosed. yamux v0.1.2 has no stream reset, so the peer is not
 //     told to stop writing: what it still sends is read and discarded until
 //     it closes its side, the session ends, or a minute has passed.
-//   - Writes are cut into frames of at most 256 KiB, so that one bulk
+//   - Writes are cut into frames of at most 64 KiB, so that one bulk
 //     stream cannot hold the connection (and the keepalive pings) for long.
 //   - A stream read after the session died returns io.EOF (yamux does not
 //     tell a dead session from a FIN); watch Session.Done.

@@ -21,7 +21,7 @@ import (
 
 const (
 	// writeChunk is the largest yamux frame a Write produces.
-	writeChunk = 256 << 10
+	writeChunk = 64 << 10
 	// drainTimeout bounds how long a closed stream discards what the peer
 	// still sends.
 	drainTimeout = time.Minute
@@ -96,7 +96,7 @@ func Client(ctx context.Context, conn *tls.Conn, cfg *tunnel.Config) (tunnel.Ses
 	}
 	var mux *yamux.Session
 	if err == nil {
-		mux, err = yamux.Client(conn, yamuxConfig(c))
+		mux, err = yamux.Client(&frameConn{Conn: conn}, yamuxConfig(c))
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -124,7 +124,7 @@ func Server(ctx context.Context, conn *tls.Conn, cfg *tunnel.Config) (tunnel.Ses
 	}
 	var mux *yamux.Session
 	if err == nil {
-		mux, err = yamux.Server(conn, yamuxConfig(c))
+		mux, err = yamux.Server(&frameConn{Conn: conn}, yamuxConfig(c))
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -184,12 +184,19 @@ func (s *session) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening yamux stream: %w", err)
 	}
+	// yamux's OpenStream takes no context; it blocks only while too many
+	// opens are unanswered.
+	if ctx.Done() == nil {
+		st, err := s.mux.OpenStream()
+		if err != nil {
+			return nil, fmt.Errorf("opening yamux stream: %w", err)
+		}
+		return &stream{Stream: st}, nil
+	}
 	type result struct {
 		st  *yamux.Stream
 		err error
 	}
-	// yamux's OpenStream takes no context; it blocks only while too many
-	// opens are unanswered.
 	ch := make(chan result, 1)
 	go func() {
 		st, err := s.mux.OpenStream()
@@ -233,12 +240,15 @@ type stream struct {
 	*yamux.Stream
 	release func() // frees the session's slot; nil for streams we opened
 
-	wmu       sync.Mutex // keeps one Write's frames together
+	wmu       sync.Mutex   // keeps one Write's frames together
+	rmu       sync.RWMutex // held shared by Reads; see drain
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
 func (s *stream) Read(b []byte) (int, error) {
+	s.rmu.RLock()
+	defer s.rmu.RUnlock()
 	if s.closed.Load() {
 		return 0, net.ErrClosed
 	}
@@ -291,6 +301,11 @@ func (s *stream) Close() error {
 }
 
 func (s *stream) drain() {
+	// Wait for the Reads that Close woke up to return: they must not go
+	// back to sleep under the drain's later deadline. Reads that come after
+	// see closed and return at once.
+	s.rmu.Lock()
+	s.rmu.Unlock()
 	_ = s.Stream.SetReadDeadline(time.Now().Add(drainTimeout))
 	_, _ = io.Copy(io.Discard, s.Stream)
 }

@@ -1,0 +1,70 @@
+package quic_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/postern/postern/pki/pkitest"
+	"github.com/postern/postern/protocols/tunnel"
+	"github.com/postern/postern/protocols/tunnel/quic"
+)
+
+var (
+	td        = spiffeid.RequireTrustDomainFromString("postern.local")
+	gatewayID = spiffeid.RequireFromPath(td, "/gateway/gw")
+	agentID   = spiffeid.RequireFromPath(td, "/agent/a1")
+)
+
+func TestALPN(t *testing.T) {
+	tests := map[string]struct {
+		serverALPN, clientALPN []string
+		wantErr                bool
+	}{
+		"default on both sides": {},
+		"explicit":              {serverALPN: []string{tunnel.ALPN}, clientALPN: []string{tunnel.ALPN}},
+		"client speaks h3":      {clientALPN: []string{"h3"}, wantErr: true},
+		"server speaks h3 too":  {serverALPN: []string{"h3", tunnel.ALPN}, clientALPN: []string{"h3"}, wantErr: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ca := pkitest.NewCA(t, td)
+			serverConf := tlsconfig.MTLSServerConfig(ca.SVID(t, gatewayID), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
+			serverConf.NextProtos = tt.serverALPN
+			clientConf := tlsconfig.MTLSClientConfig(ca.SVID(t, agentID), ca.Bundle(), tlsconfig.AuthorizeID(gatewayID))
+			clientConf.NextProtos = tt.clientALPN
+			cfg := &tunnel.Config{HandshakeTimeout: 60 * time.Second}
+
+			ln, err := quic.Listen("127.0.0.1:0", serverConf, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			go func() {
+				if s, err := ln.Accept(ctx); err == nil {
+					<-s.Done() // held until the listener closes
+				}
+			}()
+			s, err := quic.Dial(ctx, ln.Addr().String(), clientConf, cfg)
+			if tt.wantErr {
+				if err == nil {
+					s.Close()
+					t.Fatal("got a session, want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			defer s.Close()
+			if got := s.Peer(); got != gatewayID {
+				t.Errorf("got peer %v, want %v", got, gatewayID)
+			}
+		})
+	}
+}

@@ -1,0 +1,41 @@
+package tlsmux
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+)
+
+// yamux v0.1.2 frame header: version, type, flags (2), stream id (4),
+// length (4).
+const (
+	frameHeaderLen = 12
+	frameTypeData  = 0
+)
+
+// frameConn is the TLS connection as yamux sees it. yamux v0.1.2 writes each
+// frame's 12-byte header and its body in two Writes, which on TLS costs a
+// record and a syscall each; frameConn holds a data frame's header back and
+// sends it with the body in one Write. Only yamux's send loop writes to it.
+type frameConn struct {
+	*tls.Conn
+	held bool
+	buf  []byte
+}
+
+func (c *frameConn) Write(p []byte) (int, error) {
+	if c.held {
+		c.held = false
+		c.buf = append(c.buf[:frameHeaderLen], p...)
+		if _, err := c.Conn.Write(c.buf); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	// A data frame with a length always has its body written next.
+	if len(p) == frameHeaderLen && p[1] == frameTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+		c.buf = append(c.buf[:0], p...)
+		c.held = true
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
