@@ -204,7 +204,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rotated := make(chan error, 1)
-	go func() { rotated <- a.source.Run(ctx) }()
+	go func() {
+		err := a.source.Run(ctx)
+		if err != nil {
+			// Renewal kept failing until the SVID expired: the gateway will
+			// refuse the tunnel until the agent enrolls again.
+			a.log.Error("SVID rotation stopped; enroll again with a new join token", "err", err)
+		}
+		rotated <- err
+	}()
 
 	backoff := a.cfg.MinBackoff
 	for ctx.Err() == nil {

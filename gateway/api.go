@@ -12,6 +12,7 @@ import (
 
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/pki"
+	"github.com/postern/postern/pki/ca"
 	"github.com/postern/postern/pki/jointoken"
 )
 
@@ -122,8 +123,9 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The same identity, groups and lifetime as the certificate renewed.
+	ttl := max(leaf.NotAfter.Sub(leaf.NotBefore)-ca.Backdate, pki.MinTTL)
 	svid, err := s.data.Issue(r.Context(), pki.IssueRequest{ID: id, Groups: pki.Groups(leaf),
-		TTL: leaf.NotAfter.Sub(leaf.NotBefore), PublicKey: csr.PublicKey})
+		TTL: ttl, PublicKey: csr.PublicKey})
 	if err != nil {
 		s.apiFail(w, r, "renew", http.StatusInternalServerError, err)
 		return

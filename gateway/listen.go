@@ -218,7 +218,7 @@ func (s *Server) configForClient(h *tls.ClientHelloInfo) (*tls.Config, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown server name %q: services are reached as SERVICE.%s", h.ServerName, s.cfg.PublicName)
 	}
-	return s.clientTLSConfig(service, h.SupportedProtos), nil
+	return s.clientTLSConfig(service), nil
 }
 
 // tunnelTLSConfig accepts only agents of our trust domain.
@@ -247,7 +247,7 @@ func (s *Server) apiTLSConfig() *tls.Config {
 
 // clientTLSConfig requires a client SVID of our trust domain that belongs to
 // a user or a workload (an agent's or the gateway's own SVID is refused).
-func (s *Server) clientTLSConfig(service string, offered []string) *tls.Config {
+func (s *Server) clientTLSConfig(service string) *tls.Config {
 	c := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.tlsCertificate,
@@ -266,12 +266,12 @@ func (s *Server) clientTLSConfig(service string, offered []string) *tls.Config {
 	// Keep ALPN where the service's protocol needs it (libpq's direct TLS
 	// insists on "postgresql"); a plain TCP service ignores it.
 	if proto, ok := s.reg.protocol(service); ok {
-		c.NextProtos = alpnFor(proto, offered)
+		c.NextProtos = alpnFor(proto)
 	}
 	return c
 }
 
-func alpnFor(proto string, offered []string) []string {
+func alpnFor(proto string) []string {
 	switch proto {
 	case protocols.Postgres:
 		return []string{"postgresql"}

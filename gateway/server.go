@@ -140,9 +140,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policy = policy.NewEngine(pol)
 
-	if n, err := audit.RecoverUnsealed(data.RecordingsPath()); err != nil {
+	n, err := audit.RecoverUnsealed(data.RecordingsPath())
+	if err != nil {
 		s.log.Error("closing unsealed recordings", "err", err)
-	} else if n > 0 {
+	}
+	if n > 0 {
 		s.log.Warn("closed recordings cut short by the last stop as truncated", "count", n)
 	}
 	if s.audit, err = audit.Open(data.RecordingsPath(), audit.Options{Logger: s.log}); err != nil {

@@ -105,6 +105,9 @@ const (
 	OutcomeOK     = "ok"     // allowed and ended normally
 	OutcomeDenied = "denied" // refused by policy or authentication
 	OutcomeError  = "error"  // allowed but failed (no agent, upstream down, …)
+	// OutcomeTruncated closes a recording that a crash cut short; the next
+	// gateway start writes it.
+	OutcomeTruncated = "truncated"
 )
 
 // SessionEnd closes every recording.

@@ -20,10 +20,8 @@ const Ext = ".jsonl"
 // MaxRecordSize is the longest record line Read accepts, in bytes.
 const MaxRecordSize = 16 << 20
 
-// OutcomeTruncated is the outcome of a session whose recording was cut short
-// (the gateway stopped before the session ended) and closed by
-// RecoverUnsealed.
-const OutcomeTruncated = "truncated"
+// OutcomeTruncated is the outcome of a session whose recording was cut short.
+const OutcomeTruncated = protocols.OutcomeTruncated
 
 // maxSessionIDLen bounds session ids, which become file names.
 const maxSessionIDLen = 128

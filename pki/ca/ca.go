@@ -36,10 +36,13 @@ const (
 	// renewIntermediateBefore is how long before its expiry the intermediate
 	// is replaced.
 	renewIntermediateBefore = 30 * 24 * time.Hour
-	// backdate moves every NotBefore into the past to absorb clock skew
-	// between the CA and the peers that verify its certificates.
-	backdate = time.Minute
 )
+
+// Backdate moves every NotBefore into the past to absorb clock skew between
+// the CA and the peers that verify its certificates. It is short so that the
+// half-life of a one-minute SVID stays close to thirty seconds; a leaf's TTL
+// is its NotAfter − NotBefore − Backdate.
+const Backdate = 10 * time.Second
 
 // caTemplate is the x509util template of the root and the intermediate.
 const caTemplate = `{
@@ -236,7 +239,7 @@ func (c *CA) Issue(ctx context.Context, r pki.IssueRequest) (*x509svid.SVID, err
 	if notAfter.After(inter.NotAfter) {
 		notAfter = inter.NotAfter
 	}
-	leaf, err := sign(leafTemplate, data, r.PublicKey, now.Add(-backdate), notAfter, inter, interKey)
+	leaf, err := sign(leafTemplate, data, r.PublicKey, now.Add(-Backdate), notAfter, inter, interKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuing SVID for %s: %w", r.ID, err)
 	}
@@ -274,7 +277,7 @@ func (c *CA) createRoot() error {
 	}
 	now := c.now()
 	data := caData(c.td, "Postern root CA", 1)
-	tmpl, err := render(caTemplate, data, key.Public(), now.Add(-backdate), now.Add(rootValidity))
+	tmpl, err := render(caTemplate, data, key.Public(), now.Add(-Backdate), now.Add(rootValidity))
 	if err != nil {
 		return fmt.Errorf("creating root: %w", err)
 	}
@@ -304,7 +307,7 @@ func (c *CA) renewIntermediate(now time.Time) error {
 		notAfter = c.root.NotAfter
 	}
 	data := caData(c.td, "Postern intermediate CA", 0)
-	inter, err := sign(caTemplate, data, key.Public(), now.Add(-backdate), notAfter, c.root, c.rootKey)
+	inter, err := sign(caTemplate, data, key.Public(), now.Add(-Backdate), notAfter, c.root, c.rootKey)
 	if err != nil {
 		return fmt.Errorf("issuing intermediate: %w", err)
 	}

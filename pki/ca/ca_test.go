@@ -334,7 +334,7 @@ func TestIssueTTL(t *testing.T) {
 			}
 			// Both bounds come from one clock reading, each truncated to
 			// the second when encoded.
-			got := leaf.NotAfter.Sub(leaf.NotBefore) - backdate
+			got := leaf.NotAfter.Sub(leaf.NotBefore) - Backdate
 			if got < tt.want-time.Second || got > tt.want+time.Second {
 				t.Errorf("lifetime: got %s, want %s", got, tt.want)
 			}

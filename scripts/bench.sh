@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Runs Postern's benchmarks and prints a summary.
+#
+#   whole chain   BenchmarkChain/{direct,tls,quic}, BenchmarkConnect/{tls,quic}
+#                 (./integration/)
+#   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy (./protocols/tunnel/...)
+#   relay         BenchmarkRelay (./protocols/tcp/)
+#
+# The raw `go test` output goes to bin/bench.out (BENCH_OUT to change it);
+# the summary (medians over the -count runs, each chain transport's ratio to
+# direct) is computed from that same file. Knobs, all optional:
+#   BENCHTIME (3s) and BENCHCOUNT (3) for the chain benchmarks,
+#   MICROTIME (1s) and MICROCOUNT (3) for the tunnel and relay ones, GO (go).
+# The machine's load average is recorded before and after each run: figures
+# taken while other work competes for the CPUs are low and noisy.
+#
+# Exits 0 when every benchmark ran; 1 when one failed (the summary is still
+# printed for what did run).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+
+go_cmd=${GO:-go}
+benchtime=${BENCHTIME:-3s}
+count=${BENCHCOUNT:-3}
+microtime=${MICROTIME:-1s}
+microcount=${MICROCOUNT:-3}
+out=${BENCH_OUT:-bin/bench.out}
+
+mkdir -p "$(dirname "$out")" || exit 1
+: >"$out" || exit 1
+
+load() {
+  # The load average alone, from /proc when there is one.
+  if [ -r /proc/loadavg ]; then
+    cut -d' ' -f1-3 /proc/loadavg
+  else
+    uptime | sed 's/.*load average[s]*: *//'
+  fi
+}
+
+{
+  echo "# postern benchmarks"
+  echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "# commit: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "# $("$go_cmd" version)"
+  echo "# cpus: $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo unknown)"
+} >>"$out"
+
+failed=0
+# run LABEL GO-TEST-ARGS...: one `go test` run, its output appended to $out
+# and shown as it comes.
+run() {
+  label=$1
+  shift
+  echo "== $label" | tee -a "$out"
+  echo "# load before: $(load)" | tee -a "$out"
+  "$go_cmd" test -run '^$' "$@" 2>&1 | tee -a "$out"
+  status=${PIPESTATUS[0]}
+  echo "# load after: $(load)" | tee -a "$out"
+  if [ "$status" -ne 0 ]; then
+    echo "# FAILED ($status): go test $*" | tee -a "$out"
+    failed=1
+  fi
+}
+
+run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -count "$count" ./integration/
+run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
+run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
+
+echo
+echo "raw output: $out"
+echo
+awk '
+# Benchmark names lose their -GOMAXPROCS suffix. A result line whose name
+# was split off by stray output is credited to the last name seen.
+function median(key,   n, i, j, v, a) {
+  n = cnt[key]
+  for (i = 1; i <= n; i++) a[i] = vals[key, i]
+  for (i = 2; i <= n; i++) {       # insertion sort, n is small
+    v = a[i]
+    for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]
+    a[j + 1] = v
+  }
+  if (n == 0) return ""
+  if (n % 2) return a[(n + 1) / 2]
+  return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function add(key, v) {
+  if (!(key in cnt)) { cnt[key] = 0; order[++norder] = key }
+  cnt[key]++
+  vals[key, cnt[key]] = v + 0
+}
+function fmtns(ns) {
+  if (ns >= 1e6) return sprintf("%.2f ms", ns / 1e6)
+  if (ns >= 1e3) return sprintf("%.1f us", ns / 1e3)
+  return sprintf("%.0f ns", ns)
+}
+/^# load (before|after):/ { loads = loads "  " $0 "\n" }
+/^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name) }
+/ns\/op/ {
+  if (name == "") next
+  for (i = 2; i <= NF; i++) {
+    if ($i == "ns/op") add(name SUBSEP "ns", $(i - 1))
+    if ($i == "MB/s") add(name SUBSEP "mbs", $(i - 1))
+  }
+}
+END {
+  direct = median("BenchmarkChain/direct" SUBSEP "mbs")
+  printf "Chain throughput, one connection, 1 MiB writes (median of runs)\n"
+  printf "  %-8s %10s %10s %6s\n", "path", "MB/s", "x direct", "runs"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "mbs" || p[1] !~ /^BenchmarkChain\//) continue
+    m = median(order[k])
+    t = p[1]; sub(/^BenchmarkChain\//, "", t)
+    ratio = (direct > 0) ? sprintf("%.3f", m / direct) : "n/a"
+    printf "  %-8s %10.1f %10s %6d\n", t, m, ratio, cnt[order[k]]
+  }
+  printf "\nConnect: new client TLS connection to first echoed byte (median)\n"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "ns" || p[1] !~ /^BenchmarkConnect\//) continue
+    t = p[1]; sub(/^BenchmarkConnect\//, "", t)
+    printf "  %-8s %10s/op %6d runs\n", t, fmtns(median(order[k])), cnt[order[k]]
+  }
+  printf "\nMicrobenchmarks (median)\n"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "ns" || p[1] ~ /^Benchmark(Chain|Connect)\//) continue
+    mb = ""
+    if ((p[1] SUBSEP "mbs") in cnt) mb = sprintf("%10.1f MB/s", median(p[1] SUBSEP "mbs"))
+    printf "  %-28s %12s/op %s\n", p[1], fmtns(median(order[k])), mb
+  }
+  printf "\nLoad average (1, 5, 15 min) around each run\n%s", loads
+}
+' "$out"
+
+exit "$failed"
