@@ -34,7 +34,45 @@ const apiALPN = "postern-api/1"
 const (
 	pgSSLRequest    = 80877103
 	pgGSSENCRequest = 80877104
+	pgProtocol3     = 196608
 )
+
+// firstBytes is what the first bytes of a connection say it is.
+type firstBytes int
+
+const (
+	firstBytesUnknown firstBytes = iota
+	firstBytesShort              // fewer bytes than needed to tell
+	firstBytesTLS
+	firstBytesSSLRequest
+	firstBytesGSSENCRequest
+	firstBytesPostgresStartup
+)
+
+// classify tells a connection's kind from its first (up to 8) bytes: a TLS
+// handshake record, or one of the Postgres messages a client may send before
+// TLS.
+func classify(head []byte) firstBytes {
+	if len(head) == 0 {
+		return firstBytesShort
+	}
+	if head[0] == 0x16 { // TLS handshake record
+		return firstBytesTLS
+	}
+	if len(head) < 8 {
+		return firstBytesShort
+	}
+	length, code := binary.BigEndian.Uint32(head[:4]), binary.BigEndian.Uint32(head[4:8])
+	switch {
+	case length == 8 && code == pgSSLRequest:
+		return firstBytesSSLRequest
+	case length == 8 && code == pgGSSENCRequest:
+		return firstBytesGSSENCRequest
+	case length > 8 && length < 10000 && code == pgProtocol3:
+		return firstBytesPostgresStartup
+	}
+	return firstBytesUnknown
+}
 
 func (s *Server) serveTCP(ctx context.Context) error {
 	var delay time.Duration
@@ -79,34 +117,33 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	conn := &peekedConn{Conn: raw, r: br}
 
 	for {
-		first, err := br.Peek(1)
-		if err != nil {
+		head, err := br.Peek(8)
+		if len(head) == 0 {
 			s.refuse(ctx, raw, source, "", "no TLS ClientHello", describeReadErr(err))
 			return
 		}
-		if first[0] == 0x16 { // TLS handshake record
-			break
-		}
-		head, err := br.Peek(8)
-		if err != nil {
+		kind := classify(head)
+		if kind == firstBytesShort {
 			s.refuse(ctx, raw, source, "", "unrecognised protocol", describeReadErr(err))
 			return
 		}
-		length, code := binary.BigEndian.Uint32(head[:4]), binary.BigEndian.Uint32(head[4:])
-		switch {
-		case length == 8 && code == pgSSLRequest:
+		if kind == firstBytesTLS {
+			break
+		}
+		switch kind {
+		case firstBytesSSLRequest:
 			br.Discard(8)
 			if _, err := raw.Write([]byte{'S'}); err != nil {
 				return
 			}
 			continue // TLS follows
-		case length == 8 && code == pgGSSENCRequest:
+		case firstBytesGSSENCRequest:
 			br.Discard(8)
 			if _, err := raw.Write([]byte{'N'}); err != nil {
 				return
 			}
 			continue // SSLRequest or a plaintext startup follows
-		case length >= 8 && length < 10000 && code == 196608: // plaintext Postgres StartupMessage (3.0)
+		case firstBytesPostgresStartup:
 			s.refusePostgresPlaintext(raw)
 			s.refuse(ctx, raw, source, "", "plaintext postgres", "Postern requires TLS: connect with sslmode=verify-full or through postern connect")
 			return
@@ -256,7 +293,11 @@ func (s *Server) clientTLSConfig(service string) *tls.Config {
 			if len(raw) == 0 {
 				return errors.New("no client certificate: present your SVID")
 			}
-			id, _, err := x509svid.ParseAndVerify(raw, s.data.CA.Bundle())
+			// Many TLS clients (openssl s_client -cert, leaf-only keystores)
+			// send the leaf without its intermediate; the gateway knows its
+			// own intermediate and completes the chain itself.
+			chain := append(slices.Clip(raw), s.data.CA.Intermediate().Raw)
+			id, _, err := x509svid.ParseAndVerify(chain, s.data.CA.Bundle())
 			if err != nil {
 				return fmt.Errorf("verifying client SVID: %w", err)
 			}

@@ -28,7 +28,8 @@ var cliBuild struct {
 
 // posternBinary builds ./cmd/postern from the module root the first time it
 // is called and returns the binary's path. The binary lives in a temporary
-// folder of its own, shared by every CLI test of this process.
+// folder of its own, shared by every CLI test of this process; such folders
+// are removed by a later run once they are a day old.
 func posternBinary(t testing.TB) string {
 	t.Helper()
 	cliBuild.once.Do(func() {
@@ -42,7 +43,8 @@ func posternBinary(t testing.TB) string {
 			cliBuild.err = errors.New("finding the module root: not in a module")
 			return
 		}
-		dir, err := os.MkdirTemp("", "postern-cli-test-")
+		pruneOldBinaries()
+		dir, err := os.MkdirTemp("", binaryDirPrefix)
 		if err != nil {
 			cliBuild.err = fmt.Errorf("making a folder for the binary: %w", err)
 			return
@@ -60,6 +62,21 @@ func posternBinary(t testing.TB) string {
 		t.Fatal(cliBuild.err)
 	}
 	return cliBuild.path
+}
+
+// binaryDirPrefix names the temporary folders that hold built binaries.
+const binaryDirPrefix = "postern-cli-test-"
+
+// pruneOldBinaries removes binary folders that earlier test processes left
+// behind (there is no hook at the end of a test process without TestMain).
+// A folder older than a day no longer belongs to a running test.
+func pruneOldBinaries() {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), binaryDirPrefix+"*"))
+	for _, dir := range old {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > 24*time.Hour {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // freePort returns a loopback port that is free on both TCP and UDP (the
@@ -278,14 +295,13 @@ func plainEcho(addr, line string) error {
 // first. stderr is openssl's. -quiet implies -ign_eof, so openssl would
 // wait for the server after stdin's EOF; -no_ign_eof makes closing stdin end
 // the session, and the process is killed if it lingers. -cert sends only the
-// first certificate of svid.pem; -cert_chain sends the intermediate too,
-// which the gateway needs to chain the leaf to the bundle.
+// leaf of svid.pem: the gateway completes the chain with its intermediate.
 func opensslEcho(gateway, service, idDir, line string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "openssl", "s_client", "-quiet", "-no_ign_eof",
 		"-connect", gateway, "-servername", service+".localhost",
-		"-cert", filepath.Join(idDir, "svid.pem"), "-cert_chain", filepath.Join(idDir, "svid.pem"),
+		"-cert", filepath.Join(idDir, "svid.pem"),
 		"-key", filepath.Join(idDir, "svid_key.pem"),
 		"-CAfile", filepath.Join(idDir, "svid_bundle.pem"), "-verify_return_error")
 	cmd.WaitDelay = 5 * time.Second
