@@ -33,8 +33,11 @@ const (
 // DataDir is an opened gateway data directory: what both the running
 // gateway and the admin commands on its host need.
 type DataDir struct {
-	Path     string
+	Path string
+	// CA holds the trust roots; Issuer signs SVIDs. With the embedded CA
+	// both are the same; an external step-ca would be another pki.Issuer.
 	CA       *ca.CA
+	Issuer   pki.Issuer
 	TokenKey *ecdsa.PrivateKey
 	Store    store.Store
 }
@@ -64,7 +67,7 @@ func OpenDataDir(ctx context.Context, dir string, td spiffeid.TrustDomain) (*Dat
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", err)
 	}
-	d := &DataDir{Path: dir, CA: authority, TokenKey: key, Store: st}
+	d := &DataDir{Path: dir, CA: authority, Issuer: authority, TokenKey: key, Store: st}
 	if err := d.ensureAdmin(ctx); err != nil {
 		st.Close()
 		return nil, err
@@ -134,7 +137,7 @@ func (d *DataDir) Issue(ctx context.Context, r pki.IssueRequest) (*x509svid.SVID
 		}
 		key, r.PublicKey = k, k.Public()
 	}
-	svid, err := d.CA.Issue(ctx, r)
+	svid, err := d.Issuer.Issue(ctx, r)
 	if err != nil {
 		return nil, err
 	}

@@ -73,18 +73,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		set := setFlags(fs)
-		pick := func(dst *string, flagName, v string) {
-			if !set[flagName] && v != "" {
-				*dst = v
-			}
-		}
-		pick(&f.Gateway, "gateway", file.Gateway)
-		pick(&f.Name, "name", file.Name)
-		pick(&f.TokenFile, "token-file", file.TokenFile)
-		pick(&f.DataDir, "data-dir", file.DataDir)
-		pick(&f.Transport, "transport", file.Transport)
-		pick(&logs.format, "log-format", file.LogFormat)
-		pick(&logs.level, "log-level", file.LogLevel)
+		pick(set, "gateway", &f.Gateway, file.Gateway)
+		pick(set, "name", &f.Name, file.Name)
+		pick(set, "token-file", &f.TokenFile, file.TokenFile)
+		pick(set, "data-dir", &f.DataDir, file.DataDir)
+		pick(set, "transport", &f.Transport, file.Transport)
+		pick(set, "log-format", &logs.format, file.LogFormat)
+		pick(set, "log-level", &logs.level, file.LogLevel)
 		for _, s := range file.Services {
 			cfg.Services = append(cfg.Services, agent.Service{Name: s.Name, Protocol: s.Protocol, Address: s.Address})
 		}

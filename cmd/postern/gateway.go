@@ -63,31 +63,21 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		set := setFlags(fs)
-		pick := func(dst *string, flagName, v string) {
-			if !set[flagName] && v != "" {
-				*dst = v
-			}
-		}
-		pick(&f.DataDir, "data-dir", file.DataDir)
-		pick(&f.Listen, "listen", file.Listen)
-		pick(&f.OpsListen, "ops-listen", file.OpsListen)
-		pick(&f.TrustDomain, "trust-domain", file.TrustDomain)
-		pick(&f.PublicName, "public-name", file.PublicName)
-		pick(&f.Policy, "policy", file.Policy)
-		pick(&f.Name, "name", file.Name)
-		pick(&logs.format, "log-format", file.LogFormat)
-		pick(&logs.level, "log-level", file.LogLevel)
+		pick(set, "data-dir", &f.DataDir, file.DataDir)
+		pick(set, "listen", &f.Listen, file.Listen)
+		pick(set, "ops-listen", &f.OpsListen, file.OpsListen)
+		pick(set, "trust-domain", &f.TrustDomain, file.TrustDomain)
+		pick(set, "public-name", &f.PublicName, file.PublicName)
+		pick(set, "policy", &f.Policy, file.Policy)
+		pick(set, "name", &f.Name, file.Name)
+		pick(set, "log-format", &logs.format, file.LogFormat)
+		pick(set, "log-level", &logs.level, file.LogLevel)
+		pick(set, "handshake-timeout", &f.HandshakeTimeout, file.HandshakeTimeout)
+		pick(set, "svid-ttl", &f.SVIDTTL, file.SVIDTTL)
+		pick(set, "agent-ttl", &f.AgentTTL, file.AgentTTL)
 		if !set["quic"] && file.QUIC != nil {
 			quic = *file.QUIC
 		}
-		pickDur := func(dst *time.Duration, flagName string, v time.Duration) {
-			if !set[flagName] && v != 0 {
-				*dst = v
-			}
-		}
-		pickDur(&f.HandshakeTimeout, "handshake-timeout", file.HandshakeTimeout)
-		pickDur(&f.SVIDTTL, "svid-ttl", file.SVIDTTL)
-		pickDur(&f.AgentTTL, "agent-ttl", file.AgentTTL)
 	}
 	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
 	if err != nil {
@@ -109,6 +99,15 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errorf("running gateway", err)
 	}
 	return nil
+}
+
+// pick sets *dst to the config file's v unless the flag was given on the
+// command line or the file leaves the key out.
+func pick[T comparable](set map[string]bool, flagName string, dst *T, v T) {
+	var zero T
+	if !set[flagName] && v != zero {
+		*dst = v
+	}
 }
 
 // setFlags returns the names of the flags given on the command line.
