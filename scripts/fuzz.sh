@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
 found=0
 while IFS= read -r file; do
-  pkg="./$(dirname "$file")"
+  pkg="$(dirname "$file")"
   for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
     found=$((found + 1))
     echo "== $pkg $target ($fuzztime)"
