@@ -114,7 +114,9 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	source := raw.RemoteAddr().String()
 	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	br := bufio.NewReaderSize(raw, 1024)
-	conn := &peekedConn{Conn: raw, r: br}
+	// BatchConn lets an agent tunnel send each yamux frame's TLS records
+	// in one write; other connections write straight through it.
+	conn := tlsmux.NewBatchConn(&peekedConn{Conn: raw, r: br})
 
 	for {
 		head, err := br.Peek(8)

@@ -66,7 +66,7 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, cfg *tunnel.Con
 			conf.ServerName = host
 		}
 	}
-	s, err := Client(dctx, tls.Client(raw, conf), &c)
+	s, err := Client(dctx, tls.Client(NewBatchConn(raw), conf), &c)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s over TLS: %w", addr, err)
 	}
@@ -96,7 +96,7 @@ func Client(ctx context.Context, conn *tls.Conn, cfg *tunnel.Config) (tunnel.Ses
 	}
 	var mux *yamux.Session
 	if err == nil {
-		mux, err = yamux.Client(&frameConn{Conn: conn}, yamuxConfig(c))
+		mux, err = yamux.Client(newFrameConn(conn), yamuxConfig(c))
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -124,7 +124,7 @@ func Server(ctx context.Context, conn *tls.Conn, cfg *tunnel.Config) (tunnel.Ses
 	}
 	var mux *yamux.Session
 	if err == nil {
-		mux, err = yamux.Server(&frameConn{Conn: conn}, yamuxConfig(c))
+		mux, err = yamux.Server(newFrameConn(conn), yamuxConfig(c))
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -398,7 +398,7 @@ func (l *Listener) serve() {
 
 func (l *Listener) handshake(conn net.Conn) {
 	defer l.wg.Done()
-	s, err := Server(l.ctx, tls.Server(conn, l.tlsConf), &l.cfg)
+	s, err := Server(l.ctx, tls.Server(NewBatchConn(conn), l.tlsConf), &l.cfg)
 	if err != nil {
 		l.cfg.Logger.Info("refusing tunnel session", "transport", tunnel.TLS, "remote", conn.RemoteAddr().String(), "err", err)
 		return
