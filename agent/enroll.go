@@ -18,27 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/postern/postern/pki"
+	"github.com/postern/postern/pki/enroll"
 	"github.com/postern/postern/pki/jointoken"
 )
-
-// apiALPN is the ALPN protocol of the gateway's HTTPS API.
-const apiALPN = "postern-api/1"
-
-// Wire types of the gateway API (see gateway.EnrollRequest and friends).
-type enrollRequest struct {
-	Token string `json:"token"`
-	CSR   []byte `json:"csr"`
-}
-
-type renewRequest struct {
-	CSR []byte `json:"csr"`
-}
-
-type certResponse struct {
-	SVID   string `json:"svid"`
-	Bundle string `json:"bundle"`
-	Error  string `json:"error"`
-}
 
 // enroll trades the join token and a CSR for an SVID. The agent has no trust
 // roots yet: it fetches the gateway's bundle, accepts it only when its root
@@ -70,7 +52,7 @@ func (a *Agent) enroll(ctx context.Context) (*x509svid.SVID, []*x509.Certificate
 	}
 	pool := x509bundleFrom(td, roots)
 	conf := tlsconfig.TLSClientConfig(pool, tlsconfig.AdaptMatcher(matchGateway(td)))
-	resp, err := a.post(ctx, conf, "/v1/enroll", enrollRequest{Token: a.cfg.Token, CSR: csr})
+	resp, err := a.post(ctx, conf, enroll.PathEnroll, enroll.EnrollRequest{Token: a.cfg.Token, CSR: csr})
 	if err != nil {
 		return nil, nil, fmt.Errorf("enrolling with %s: %w", a.cfg.Gateway, err)
 	}
@@ -84,7 +66,7 @@ func (a *Agent) enroll(ctx context.Context) (*x509svid.SVID, []*x509.Certificate
 // renew is the rotate.Renewer: a CSR sent over mTLS with the current SVID.
 func (a *Agent) renew(ctx context.Context, key crypto.Signer, csr []byte) (*x509svid.SVID, error) {
 	conf := tlsconfig.MTLSClientConfig(a.source, a.bundle, tlsconfig.AdaptMatcher(matchGateway(a.id.TrustDomain())))
-	resp, err := a.post(ctx, conf, "/v1/renew", renewRequest{CSR: csr})
+	resp, err := a.post(ctx, conf, enroll.PathRenew, enroll.RenewRequest{CSR: csr})
 	if err != nil {
 		return nil, fmt.Errorf("renewing SVID: %w", err)
 	}
@@ -95,7 +77,7 @@ func (a *Agent) fetchBundle(ctx context.Context, fingerprint string) ([]*x509.Ce
 	// Nothing is trusted on this connection: what it returns is checked
 	// against the fingerprint from the (gateway-signed) token.
 	conf := &tls.Config{InsecureSkipVerify: true} // #nosec G402 -- pinned by fingerprint below
-	body, err := a.do(ctx, conf, http.MethodGet, "/v1/bundle", nil)
+	body, err := a.do(ctx, conf, http.MethodGet, enroll.PathBundle, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetching gateway bundle: %w", err)
 	}
@@ -109,7 +91,7 @@ func (a *Agent) fetchBundle(ctx context.Context, fingerprint string) ([]*x509.Ce
 	return roots, nil
 }
 
-func (a *Agent) post(ctx context.Context, conf *tls.Config, path string, body any) (*certResponse, error) {
+func (a *Agent) post(ctx context.Context, conf *tls.Config, path string, body any) (*enroll.Response, error) {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -118,7 +100,7 @@ func (a *Agent) post(ctx context.Context, conf *tls.Config, path string, body an
 	if err != nil {
 		return nil, err
 	}
-	var resp certResponse
+	var resp enroll.Response
 	if err := json.Unmarshal(out, &resp); err != nil {
 		return nil, fmt.Errorf("reading answer: %w", err)
 	}
@@ -127,7 +109,7 @@ func (a *Agent) post(ctx context.Context, conf *tls.Config, path string, body an
 
 func (a *Agent) do(ctx context.Context, conf *tls.Config, method, path string, body []byte) ([]byte, error) {
 	conf = conf.Clone()
-	conf.NextProtos = []string{apiALPN, "http/1.1"}
+	conf.NextProtos = []string{enroll.ALPN, "http/1.1"}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, method, "https://"+a.cfg.Gateway+path, bytes.NewReader(body))
@@ -145,7 +127,7 @@ func (a *Agent) do(ctx context.Context, conf *tls.Config, method, path string, b
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e certResponse
+		var e enroll.Response
 		if json.Unmarshal(out, &e) == nil && e.Error != "" {
 			return nil, fmt.Errorf("gateway refused: %s", e.Error)
 		}
@@ -154,7 +136,7 @@ func (a *Agent) do(ctx context.Context, conf *tls.Config, method, path string, b
 	return out, nil
 }
 
-func svidFrom(resp *certResponse, key crypto.Signer) (*x509svid.SVID, error) {
+func svidFrom(resp *enroll.Response, key crypto.Signer) (*x509svid.SVID, error) {
 	certs, err := pki.ParseCerts([]byte(resp.SVID))
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("reading issued SVID: no certificate")

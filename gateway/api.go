@@ -13,49 +13,26 @@ import (
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/ca"
+	"github.com/postern/postern/pki/enroll"
 	"github.com/postern/postern/pki/jointoken"
 )
-
-// EnrollRequest is the body of POST /v1/enroll: a join token and a CSR
-// (DER) for the key the agent made and keeps.
-type EnrollRequest struct {
-	Token string `json:"token"`
-	CSR   []byte `json:"csr"`
-}
-
-// RenewRequest is the body of POST /v1/renew, sent over mTLS with the
-// caller's current SVID.
-type RenewRequest struct {
-	CSR []byte `json:"csr"`
-}
-
-// CertResponse answers enroll and renew: the SVID chain and the trust roots,
-// as PEM.
-type CertResponse struct {
-	SVID   string `json:"svid"`
-	Bundle string `json:"bundle"`
-}
-
-type apiError struct {
-	Error string `json:"error"`
-}
 
 // maxAPIBody bounds API request bodies.
 const maxAPIBody = 64 << 10
 
 func (s *Server) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/bundle", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+enroll.PathBundle, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(pki.EncodeCerts(s.data.CA.Roots()))
 	})
-	mux.HandleFunc("POST /v1/enroll", s.handleEnroll)
-	mux.HandleFunc("POST /v1/renew", s.handleRenew)
+	mux.HandleFunc("POST "+enroll.PathEnroll, s.handleEnroll)
+	mux.HandleFunc("POST "+enroll.PathRenew, s.handleRenew)
 	return mux
 }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	var req EnrollRequest
+	var req enroll.EnrollRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody)).Decode(&req); err != nil {
 		s.apiFail(w, r, "enroll", http.StatusBadRequest, fmt.Errorf("reading request: %w", err))
 		return
@@ -112,7 +89,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.apiFail(w, r, "renew", http.StatusForbidden, err)
 		return
 	}
-	var req RenewRequest
+	var req enroll.RenewRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody)).Decode(&req); err != nil {
 		s.apiFail(w, r, "renew", http.StatusBadRequest, fmt.Errorf("reading request: %w", err))
 		return
@@ -137,7 +114,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 func (s *Server) apiIssued(w http.ResponseWriter, request string, svid *x509svid.SVID) {
 	s.metrics.enrolled.WithLabelValues(request, "ok").Inc()
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(CertResponse{
+	json.NewEncoder(w).Encode(enroll.Response{
 		SVID:   string(pki.EncodeCerts(svid.Certificates)),
 		Bundle: string(pki.EncodeCerts(s.data.CA.Roots())),
 	})
@@ -148,7 +125,7 @@ func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, request string,
 	s.log.Warn(request+" refused", "remote", r.RemoteAddr, "status", status, "err", err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(apiError{Error: err.Error()})
+	json.NewEncoder(w).Encode(enroll.Response{Error: err.Error()})
 }
 
 func (s *Server) opsHandler() http.Handler {

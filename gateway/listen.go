@@ -21,14 +21,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/postern/postern/pki"
+	"github.com/postern/postern/pki/enroll"
 	"github.com/postern/postern/protocols"
 	"github.com/postern/postern/protocols/tunnel"
 	"github.com/postern/postern/protocols/tunnel/tlsmux"
 )
-
-// ALPN protocol a client offers (beside http/1.1, which is what is then
-// spoken) to reach the gateway's own HTTPS API whatever name it dialed.
-const apiALPN = "postern-api/1"
 
 // Postgres request codes that may come before TLS.
 const (
@@ -181,7 +178,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			return
 		}
 		s.serveAgent(ctx, sess)
-	case s.isAPIName(hello.sni) || slices.Contains(hello.alpn, apiALPN):
+	case s.isAPIName(hello.sni) || slices.Contains(hello.alpn, enroll.ALPN):
 		s.apiLn.push(tconn)
 	default:
 		service, _ := s.serviceFromSNI(hello.sni)
@@ -250,7 +247,7 @@ func (s *Server) configForClient(h *tls.ClientHelloInfo) (*tls.Config, error) {
 	if slices.Contains(h.SupportedProtos, tunnel.ALPN) {
 		return s.tunnelTLSConfig(), nil
 	}
-	if s.isAPIName(h.ServerName) || slices.Contains(h.SupportedProtos, apiALPN) {
+	if s.isAPIName(h.ServerName) || slices.Contains(h.SupportedProtos, enroll.ALPN) {
 		return s.apiTLSConfig(), nil
 	}
 	service, ok := s.serviceFromSNI(h.ServerName)
