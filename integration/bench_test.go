@@ -139,27 +139,12 @@ func benchBulk(b *testing.B, dial func() (net.Conn, error)) {
 // EOF, writes the number of bytes it read (8 bytes, big endian) and closes.
 func startCountingSink(b *testing.B) string {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				// The same buffer size for every path, so the sink costs
-				// the same whoever feeds it.
-				n, _ := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, make([]byte, 256<<10))
-				c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return serveTCP(b, func(c net.Conn) {
+		// The same buffer size for every path, so the sink costs the same
+		// whoever feeds it.
+		n, _ := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, make([]byte, 256<<10))
+		c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+	})
 }
 
 // sinkReachable checks that a client gets through to the counting sink: an

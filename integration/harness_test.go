@@ -208,9 +208,9 @@ func (a *ag) waitConnected(t testing.TB) string {
 	}
 }
 
-// startEcho runs a TCP echo service that closes its write side after the
-// client's EOF (so half-close is observable).
-func startEcho(t testing.TB) string {
+// serveTCP runs a TCP service on a free loopback port that hands each
+// connection to handle (which need not close it), until the test ends.
+func serveTCP(t testing.TB, handle func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -225,12 +225,21 @@ func startEcho(t testing.TB) string {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// startEcho runs a TCP echo service that closes its write side after the
+// client's EOF (so half-close is observable).
+func startEcho(t testing.TB) string {
+	t.Helper()
+	return serveTCP(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 func echoService(addr string) agent.Service {

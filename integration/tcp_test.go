@@ -164,29 +164,15 @@ func recordedSessions(t testing.TB, g *gw) []recorded {
 // its write side and then reads the whole answer (like `nc -N`).
 func TestHalfCloseRequestResponse(t *testing.T) {
 	// The service reads to EOF, then answers with the byte count and closes.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				n, _ := io.Copy(io.Discard, c)
-				fmt.Fprintf(c, "read %d bytes", n)
-			}()
-		}
-	}()
+	counter := serveTCP(t, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "read %d bytes", n)
+	})
 	for _, transport := range transports {
 		t.Run(transport, func(t *testing.T) {
 			g := startGateway(t, basePolicy)
 			a := startAgent(t, g, "counter", transport, t.TempDir(),
-				echoService(ln.Addr().String()))
+				echoService(counter))
 			a.waitConnected(t)
 			alice := issue(t, g, "spiffe://postern.local/user/alice")
 			c, err := dialService(g, "echo", alice)
