@@ -32,6 +32,31 @@ type Request struct {
 	Groups   []string
 	Service  string
 	Protocol string
+
+	// Postgres is set by the Postgres handler for the decisions it asks
+	// for: a session's startup (database and role) and each statement.
+	Postgres *PostgresRequest
+}
+
+// PostgresRequest is the Postgres part of a Request.
+type PostgresRequest struct {
+	Database string // the session's database
+	User     string // the database role the session logs in as
+	// Startup marks the decision at session start, on Database and User
+	// only; the statement fields below are then empty.
+	Startup bool
+	// Class is the statement's class (read, write, ddl, admin), the
+	// strongest of everything it does.
+	Class string
+	// Tag is the statement's command tag ("SELECT", "CREATE TABLE"…).
+	// TagExact is true when the tag alone says what the statement does
+	// (nothing nested raised its class), so that a rule may match it by
+	// tag: SELECT nextval('s') has tag SELECT but is not TagExact.
+	Tag      string
+	TagExact bool
+	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT…, which every
+	// rule that admits the session allows.
+	TxControl bool
 }
 
 // Decision is an Authorizer's verdict. Rule names the rule that made it, or
@@ -40,6 +65,10 @@ type Decision struct {
 	Allow  bool
 	Rule   string
 	Reason string
+	// ReadOnly is set on an allowed Postgres startup decision when every
+	// rule that admits the session allows only read statements; the
+	// session's server side then starts with default_transaction_read_only.
+	ReadOnly bool
 }
 
 // DefaultDeny is the rule name of a decision that no rule made.
@@ -78,6 +107,7 @@ const (
 	SessionEnded   EventType = "session.end"
 	AuthzDenied    EventType = "authz.deny"
 	TCPData        EventType = "tcp.data"
+	PostgresQuery  EventType = "postgres.query"
 )
 
 // Event is one entry of a session's recording. Data is one of the *Data
@@ -135,4 +165,40 @@ const (
 type TCPDataEvent struct {
 	Direction string `json:"direction"`
 	Bytes     int64  `json:"bytes"`
+}
+
+// Verdicts of statements, requests and calls.
+const (
+	VerdictAllow = "allow"
+	VerdictDeny  = "deny"
+)
+
+// PostgresQueryEvent records one query: a simple-protocol Query message
+// (which may hold several statements) or one Execute of the extended
+// protocol, with the parameters of its Bind.
+type PostgresQueryEvent struct {
+	SQL string `json:"sql"`
+	// Params are the Bind parameters, text as sent, binary ones as \x and
+	// hex, NULL as nil.
+	Params   []*string `json:"params,omitempty"`
+	Protocol string    `json:"protocol"`           // simple or extended
+	Prepared string    `json:"prepared,omitempty"` // the prepared statement's name
+	Class    string    `json:"class"`
+	Tags     []string  `json:"tags,omitempty"`   // the statements' command tags
+	Verdict  string    `json:"verdict"`          // allow or deny
+	Rule     string    `json:"rule,omitempty"`   // the rule that decided
+	Reason   string    `json:"reason,omitempty"` // why a statement was refused
+	// Completed are the server's CommandComplete tags ("SELECT 3",
+	// "INSERT 0 1"); Rows sums their row counts.
+	Completed []string `json:"completed,omitempty"`
+	Rows      int64    `json:"rows"`
+	// Code and Error are the SQLSTATE and message of the error that ended
+	// the query, if one did (42501 for a refusal).
+	Code     string  `json:"code,omitempty"`
+	Error    string  `json:"error,omitempty"`
+	Duration float64 `json:"duration_ms"`
+	// Columns and Result hold the first rows of each result when the
+	// service captures rows (capture_rows); nil values are NULL.
+	Columns []string    `json:"columns,omitempty"`
+	Result  [][]*string `json:"result,omitempty"`
 }
