@@ -24,6 +24,9 @@ const (
 type Service struct {
 	Name     string `json:"name"`
 	Protocol string `json:"protocol"`
+	// CaptureRows is how many result rows of each Postgres query the
+	// gateway keeps in the recording (0: none).
+	CaptureRows int `json:"capture_rows,omitempty"`
 }
 
 // Message is one message on the control stream.
