@@ -82,6 +82,10 @@ func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, servic
 		return
 	}
 
+	if proto == protocols.Postgres {
+		s.servePostgres(ctx, conn, sid, start, begin, id, groups)
+		return
+	}
 	stream, agent, err := s.openService(ctx, service, tunnel.Header{Kind: tunnel.KindData, Service: service,
 		Session: sid, Identity: id.String(), Groups: groups, Source: source})
 	if err != nil {

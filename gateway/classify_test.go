@@ -15,7 +15,8 @@ var classifySeeds = map[string]struct {
 	"plaintext startup":  {[]byte{0, 0, 0, 40, 0, 3, 0, 0}, firstBytesPostgresStartup},
 	"http request":       {[]byte("GET / HTTP/1.1\r\n"), firstBytesUnknown},
 	"ssh banner":         {[]byte("SSH-2.0-OpenSSH"), firstBytesUnknown},
-	"cancel request":     {[]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, firstBytesUnknown},
+	"cancel request":     {[]byte{0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e}, firstBytesCancelRequest},
+	"short cancel":       {[]byte{0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e}, firstBytesUnknown},
 	"absurd startup len": {[]byte{0x7f, 0, 0, 0, 0, 3, 0, 0}, firstBytesUnknown},
 	"empty":              {nil, firstBytesShort},
 }

@@ -29,6 +29,7 @@ import (
 
 // Postgres request codes that may come before TLS.
 const (
+	pgCancelRequest = 80877102
 	pgSSLRequest    = 80877103
 	pgGSSENCRequest = 80877104
 	pgProtocol3     = 196608
@@ -44,6 +45,7 @@ const (
 	firstBytesSSLRequest
 	firstBytesGSSENCRequest
 	firstBytesPostgresStartup
+	firstBytesCancelRequest
 )
 
 // classify tells a connection's kind from its first (up to 8) bytes: a TLS
@@ -65,6 +67,8 @@ func classify(head []byte) firstBytes {
 		return firstBytesSSLRequest
 	case length == 8 && code == pgGSSENCRequest:
 		return firstBytesGSSENCRequest
+	case length >= 16 && length <= 268 && code == pgCancelRequest:
+		return firstBytesCancelRequest
 	case length > 8 && length < 10000 && code == pgProtocol3:
 		return firstBytesPostgresStartup
 	}
@@ -142,6 +146,12 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 				return
 			}
 			continue // SSLRequest or a plaintext startup follows
+		case firstBytesCancelRequest:
+			// libpq before 17 and pgx send cancels in plaintext, outside
+			// TLS; the key, which only the session's client has, is the
+			// authentication, as in Postgres.
+			s.cancelPostgres(ctx, raw, br, source)
+			return
 		case firstBytesPostgresStartup:
 			s.refusePostgresPlaintext(raw)
 			s.refuse(ctx, raw, source, "", "plaintext postgres", "Postern requires TLS: connect with sslmode=verify-full or through postern connect")

@@ -14,6 +14,7 @@ type agentConn struct {
 	name     string
 	session  tunnel.Session
 	services map[string]string // name → protocol
+	capture  map[string]int    // name → Postgres result rows to record
 	lastSeen atomic.Int64      // unix nanoseconds of the last control message
 	since    time.Time
 }
@@ -53,11 +54,15 @@ func (r *registry) remove(a *agentConn) {
 
 func (r *registry) announce(a *agentConn, services []tunnel.Service) {
 	m := make(map[string]string, len(services))
+	c := make(map[string]int)
 	for _, s := range services {
 		m[s.Name] = s.Protocol
+		if s.CaptureRows > 0 {
+			c[s.Name] = s.CaptureRows
+		}
 	}
 	r.mu.Lock()
-	a.services = m
+	a.services, a.capture = m, c
 	r.mu.Unlock()
 }
 
@@ -106,4 +111,17 @@ func (r *registry) count() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.conns)
+}
+
+// captureRows returns how many result rows of each Postgres query a
+// service's agents asked to record.
+func (r *registry) captureRows(service string) (int, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for a := range r.conns {
+		if n, ok := a.capture[service]; ok {
+			return n, true
+		}
+	}
+	return 0, false
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/rotate"
 	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/postgres"
+	pgclassify "github.com/postern/postern/protocols/postgres/classify"
 	"github.com/postern/postern/protocols/tunnel"
 	"github.com/postern/postern/protocols/tunnel/quic"
 )
@@ -49,6 +51,9 @@ type Config struct {
 	// Heartbeat is how often agents are expected to speak on their control
 	// stream; an agent silent for three heartbeats is not picked first.
 	Heartbeat time.Duration
+	// StatementCache is how many Postgres statement classifications are
+	// kept (by statement text), default 10000.
+	StatementCache int
 
 	Tunnel *tunnel.Config
 	Logger *slog.Logger
@@ -85,6 +90,9 @@ func (c Config) withDefaults() Config {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 5 * time.Second
 	}
+	if c.StatementCache <= 0 {
+		c.StatementCache = 10000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -103,6 +111,8 @@ type Server struct {
 	id       spiffeid.ID
 	reg      *registry
 	metrics  *metrics
+	pgKeys   *postgres.Keys
+	pgClass  *pgclassify.Classifier
 
 	tcpLn  net.Listener
 	quicLn *quic.Listener
@@ -126,7 +136,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, data: data, id: id,
-		reg: newRegistry(3 * cfg.Heartbeat), metrics: newMetrics()}
+		reg: newRegistry(3 * cfg.Heartbeat), metrics: newMetrics(),
+		pgKeys: postgres.NewKeys(), pgClass: pgclassify.New(cfg.StatementCache)}
 
 	pol := &policy.Policy{}
 	if cfg.PolicyPath != "" {

@@ -128,6 +128,9 @@ type SessionStart struct {
 	Protocol  string   `json:"protocol,omitempty"`
 	Agent     string   `json:"agent,omitempty"`
 	Transport string   `json:"transport,omitempty"`
+	// Database and User are a Postgres session's database and role.
+	Database string `json:"database,omitempty"`
+	User     string `json:"db_user,omitempty"`
 }
 
 // Outcomes of a session.

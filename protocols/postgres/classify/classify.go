@@ -70,6 +70,17 @@ type Statement struct {
 	// Prepared is set for PREPARE and for statements that execute a
 	// prepared statement; see PreparedInfo.
 	Prepared *PreparedInfo
+	// Deallocates names the prepared statement a DEALLOCATE removes
+	// (empty for DEALLOCATE ALL, whose Tag says so).
+	Deallocates string
+}
+
+// Setting classifies setting a configuration parameter to value, as a
+// startup parameter or the options of a connection do: like SET name TO
+// value. Its Tag is "SET".
+func Setting(name, value string) Statement {
+	c, reason := settingClass(name, &value)
+	return Statement{Class: c, Base: Read, Tag: "SET", Reason: reason}
 }
 
 // PreparedInfo links a statement to a named prepared statement.

@@ -15,6 +15,8 @@ type kind struct {
 	tx     bool // transaction control
 	dml    bool // INSERT, UPDATE, DELETE or MERGE
 	reason string
+
+	deallocate string // DEALLOCATE name
 }
 
 func readKind(tag string) kind { return kind{class: Read, tag: tag} }
@@ -80,7 +82,9 @@ func kindOf(m protoreflect.Message) (k kind, ok bool) {
 		if x.GetIsall() || x.GetName() == "" {
 			return readKind("DEALLOCATE ALL"), true
 		}
-		return readKind("DEALLOCATE"), true
+		k := readKind("DEALLOCATE")
+		k.deallocate = x.GetName()
+		return k, true
 	case *pg_query.DeclareCursorStmt:
 		return readKind("DECLARE CURSOR"), true
 	case *pg_query.FetchStmt:
@@ -462,10 +466,10 @@ func settingClass(name string, value *string) (Class, string) {
 		}
 		return Admin, "standard_conforming_strings other than on changes how the server reads string literals"
 	case "client_encoding":
-		if value != nil && isUTF8(*value) {
+		if value != nil && safeEncoding(*value) {
 			return Read, ""
 		}
-		return Admin, "client_encoding other than UTF8 changes how the server reads the statement text"
+		return Admin, "client_encoding " + quoteValue(value) + " lets a multibyte character hide a quote or backslash from the classifier"
 	case "role", "session_authorization":
 		return Admin, "setting " + name + " changes the session's identity"
 	case "session_replication_role", "allow_system_table_mods", "ignore_system_indexes",
@@ -541,20 +545,37 @@ func isFalse(v string) bool {
 	return false
 }
 
-// isUTF8 matches Postgres's spellings of the UTF8 encoding, which ignore
-// case and punctuation.
-func isUTF8(v string) bool {
+// safeEncoding reports whether a client encoding keeps every ASCII byte a
+// character of its own, so that quotes, backslashes and semicolons are where
+// the classifier sees them. Postgres's client-only encodings (BIG5, GBK,
+// GB18030, JOHAB, SJIS, SHIFT_JIS_2004, UHC) use ASCII bytes as the second
+// byte of a character and are refused; so is anything unrecognised, and
+// "auto" (libpq resolves it before it reaches a server).
+func safeEncoding(v string) bool {
 	var b strings.Builder
 	for _, r := range strings.ToLower(v) {
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
 			b.WriteRune(r)
 		}
 	}
-	switch b.String() {
-	case "utf8", "unicode":
+	switch n := b.String(); {
+	case n == "utf8" || n == "unicode" || n == "sqlascii":
+		return true
+	case strings.HasPrefix(n, "latin") || strings.HasPrefix(n, "iso8859") || strings.HasPrefix(n, "win") ||
+		strings.HasPrefix(n, "windows") || strings.HasPrefix(n, "koi8") || strings.HasPrefix(n, "euc") ||
+		strings.HasPrefix(n, "mule") || n == "alt" || n == "tcvn" || n == "tcvn5712" || n == "abc" || n == "vscii":
+		// EUC_* and MULE_INTERNAL use only high bytes in multibyte
+		// characters; the rest are single-byte encodings.
 		return true
 	}
 	return false
+}
+
+func quoteValue(v *string) string {
+	if v == nil {
+		return "DEFAULT"
+	}
+	return strconv.Quote(*v)
 }
 
 func equalFold(a, b string) bool { return strings.EqualFold(a, b) }

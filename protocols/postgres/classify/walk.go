@@ -14,7 +14,7 @@ func classifyNode(n *pg_query.Node) Statement {
 		return Statement{Class: Admin, Base: Admin, Reason: "empty statement node"}
 	}
 	k, _ := kindOf(m)
-	st := Statement{Class: k.class, Base: k.class, Tag: k.tag, TxControl: k.tx, Reason: k.reason}
+	st := Statement{Class: k.class, Base: k.class, Tag: k.tag, TxControl: k.tx, Reason: k.reason, Deallocates: k.deallocate}
 
 	if p, ok := m.Interface().(*pg_query.PrepareStmt); ok {
 		inner := classifyNode(p.GetQuery())
