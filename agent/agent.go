@@ -18,6 +18,7 @@ import (
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/rotate"
 	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/postgres/login"
 	"github.com/postern/postern/protocols/tunnel"
 )
 
@@ -33,6 +34,31 @@ type Service struct {
 	Name     string
 	Protocol string // tcp, postgres, http, grpc
 	Address  string // host:port
+	// Postgres holds how the agent logs in to a postgres service; nil: every
+	// role logs in with no secret, without TLS.
+	Postgres *PostgresOptions
+}
+
+// PostgresOptions says how the agent logs in to a Postgres service.
+type PostgresOptions struct {
+	// Roles holds the secret of each database role; a role without an
+	// entry logs in with no secret (trust or peer setups).
+	Roles      map[string]login.Credential
+	TLS        string         // disable (default), require or verify-full
+	RootCAs    *x509.CertPool // verify-full
+	ServerName string         // verify-full; default the address's host
+	// CaptureRows is announced to the gateway (tunnel.Service.CaptureRows),
+	// which records that many result rows of each query.
+	CaptureRows int
+}
+
+// loginConfig is how servePostgres reaches the service.
+func (s Service) loginConfig(dialTimeout time.Duration) login.Config {
+	c := login.Config{Address: s.Address, DialTimeout: dialTimeout}
+	if o := s.Postgres; o != nil {
+		c.Roles, c.TLS, c.RootCAs, c.ServerName = o.Roles, o.TLS, o.RootCAs, o.ServerName
+	}
+	return c
 }
 
 // Config configures an Agent.
@@ -117,6 +143,18 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(s.Address); err != nil {
 			return fmt.Errorf("service %q: address %q: %w", s.Name, s.Address, err)
 		}
+		if s.Postgres == nil {
+			continue
+		}
+		if s.Protocol != protocols.Postgres {
+			return fmt.Errorf("service %q: postgres options on a %s service", s.Name, s.Protocol)
+		}
+		if err := s.loginConfig(0).Validate(); err != nil {
+			return fmt.Errorf("service %q: %w", s.Name, err)
+		}
+		if s.Postgres.CaptureRows < 0 {
+			return fmt.Errorf("service %q: capture rows %d is negative", s.Name, s.Postgres.CaptureRows)
+		}
 	}
 	return nil
 }
@@ -144,6 +182,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		connected: make(chan string, 16)}
 	for _, s := range cfg.Services {
 		a.services[s.Name] = s
+		if o := s.Postgres; o != nil && (o.TLS == "" || o.TLS == login.TLSDisable) {
+			for role, cred := range o.Roles {
+				if cred.Certificate != nil {
+					a.log.Warn("a role has a client certificate but TLS to the server is disabled: the certificate is not sent",
+						"service", s.Name, "role", role)
+				}
+			}
+		}
 	}
 	svid, roots, err := a.loadOrEnroll(ctx)
 	if err != nil {

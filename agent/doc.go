@@ -8,4 +8,10 @@
 // reconnects with jittered exponential backoff (capped at 30s) and announces
 // its services again. With transport "auto" it prefers QUIC and falls back to
 // TLS + yamux when UDP does not get through.
+//
+// For a postgres service the gateway has already spoken the client's
+// startup and decided the database role; the agent logs in to Postgres as
+// that role with a secret only it holds (Service.Postgres: a password read
+// at each login, or a client certificate), passes the server's answer back,
+// and then relays bytes. Secrets are never logged or sent to the gateway.
 package agent

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/postern/postern/protocols"
 	"github.com/postern/postern/protocols/tcp"
 	"github.com/postern/postern/protocols/tunnel"
 	"github.com/postern/postern/protocols/tunnel/quic"
@@ -97,15 +98,25 @@ func (a *Agent) openControl(ctx context.Context, sess tunnel.Session) (*tunnel.C
 		return nil, err
 	}
 	ctl := tunnel.NewControl(st)
-	m := tunnel.Message{Type: "announce", Agent: a.cfg.Name}
-	for _, s := range a.cfg.Services {
-		m.Services = append(m.Services, tunnel.Service{Name: s.Name, Protocol: s.Protocol})
-	}
-	if err := ctl.Send(m); err != nil {
+	if err := ctl.Send(a.announcement()); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return ctl, nil
+}
+
+// announcement tells the gateway the agent's services and, for Postgres,
+// how many rows of each query it records.
+func (a *Agent) announcement() tunnel.Message {
+	m := tunnel.Message{Type: "announce", Agent: a.cfg.Name}
+	for _, s := range a.cfg.Services {
+		ts := tunnel.Service{Name: s.Name, Protocol: s.Protocol}
+		if s.Postgres != nil {
+			ts.CaptureRows = s.Postgres.CaptureRows
+		}
+		m.Services = append(m.Services, ts)
+	}
+	return m
 }
 
 func (a *Agent) heartbeat(ctx context.Context, sess tunnel.Session, ctl *tunnel.Control) {
@@ -146,6 +157,10 @@ func (a *Agent) serveStream(ctx context.Context, st net.Conn) {
 		return
 	}
 	log := a.log.With("session", h.Session, "service", h.Service, "identity", h.Identity)
+	if svc.Protocol == protocols.Postgres {
+		a.servePostgres(ctx, st, h, svc, log)
+		return
+	}
 	local, err := net.DialTimeout("tcp", svc.Address, a.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("dialing local service", "address", svc.Address, "err", err)

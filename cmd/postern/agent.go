@@ -2,48 +2,61 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/postgres/login"
 )
 
 // agentFile is the YAML of `postern agent --config FILE` (SPEC §4).
 type agentFile struct {
-	Gateway   string `yaml:"gateway"`
-	Name      string `yaml:"name"`
-	TokenFile string `yaml:"token_file"`
-	DataDir   string `yaml:"data_dir"`
-	Transport string `yaml:"transport"`
-	LogFormat string `yaml:"log_format"`
-	LogLevel  string `yaml:"log_level"`
-	Services  []struct {
-		Name     string `yaml:"name"`
-		Protocol string `yaml:"protocol"`
-		Address  string `yaml:"address"`
-		// Accepted and validated now; used by the Postgres and HTTP/gRPC
-		// handlers.
-		Postgres *struct {
-			Roles map[string]struct {
-				PasswordEnv  string `yaml:"password_env"`
-				PasswordFile string `yaml:"password_file"`
-				CertFile     string `yaml:"cert_file"`
-				KeyFile      string `yaml:"key_file"`
-			} `yaml:"roles"`
-			TLS         string `yaml:"tls"`
-			CAFile      string `yaml:"ca_file"`
-			CaptureRows int    `yaml:"capture_rows"`
-		} `yaml:"postgres"`
-		TLS *struct {
-			Enabled    bool   `yaml:"enabled"`
-			CAFile     string `yaml:"ca_file"`
-			ServerName string `yaml:"server_name"`
-		} `yaml:"tls"`
-	} `yaml:"services"`
+	Gateway   string             `yaml:"gateway"`
+	Name      string             `yaml:"name"`
+	TokenFile string             `yaml:"token_file"`
+	DataDir   string             `yaml:"data_dir"`
+	Transport string             `yaml:"transport"`
+	LogFormat string             `yaml:"log_format"`
+	LogLevel  string             `yaml:"log_level"`
+	Services  []agentServiceFile `yaml:"services"`
+}
+
+type agentServiceFile struct {
+	Name     string        `yaml:"name"`
+	Protocol string        `yaml:"protocol"`
+	Address  string        `yaml:"address"`
+	Postgres *postgresFile `yaml:"postgres"`
+	// Accepted and validated now; used by the HTTP/gRPC handlers.
+	TLS *struct {
+		Enabled    bool   `yaml:"enabled"`
+		CAFile     string `yaml:"ca_file"`
+		ServerName string `yaml:"server_name"`
+	} `yaml:"tls"`
+}
+
+// postgresFile is a service's postgres section: how the agent logs in.
+type postgresFile struct {
+	Roles       map[string]roleFile `yaml:"roles"`
+	TLS         string              `yaml:"tls"`         // disable (default) | require | verify-full
+	CAFile      string              `yaml:"ca_file"`     // verify-full
+	ServerName  string              `yaml:"server_name"` // verify-full; default the address's host
+	CaptureRows int                 `yaml:"capture_rows"`
+}
+
+// roleFile is one role's secret: exactly one of a password from an
+// environment variable, a password from a file, or a client certificate.
+type roleFile struct {
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -81,7 +94,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		pick(set, "log-format", &logs.format, file.LogFormat)
 		pick(set, "log-level", &logs.level, file.LogLevel)
 		for _, s := range file.Services {
-			cfg.Services = append(cfg.Services, agent.Service{Name: s.Name, Protocol: s.Protocol, Address: s.Address})
+			svc, err := fileService(s, filepath.Dir(*config))
+			if err != nil {
+				return err
+			}
+			cfg.Services = append(cfg.Services, svc)
 		}
 	}
 	for _, s := range services {
@@ -89,7 +106,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return usageError{err}
 		}
-		cfg.Services = append(cfg.Services, svc)
+		cfg.Services = mergeService(cfg.Services, svc)
 	}
 	if f.Name == "" {
 		return usagef("--name is required")
@@ -134,4 +151,104 @@ func parseService(s string) (agent.Service, error) {
 		return agent.Service{}, fmt.Errorf("--service %q: unknown protocol %q (want tcp, postgres, http or grpc)", s, u.Scheme)
 	}
 	return agent.Service{Name: name, Protocol: u.Scheme, Address: u.Host}, nil
+}
+
+// mergeService adds a --service entry to the services of the config file.
+// An entry naming a service of the file replaces its protocol and address
+// and keeps what only the file can say (its Postgres credentials), so that
+// a flag can point a configured service elsewhere.
+func mergeService(services []agent.Service, svc agent.Service) []agent.Service {
+	for i, s := range services {
+		if s.Name == svc.Name {
+			services[i].Protocol, services[i].Address = svc.Protocol, svc.Address
+			return services
+		}
+	}
+	return append(services, svc)
+}
+
+// fileService reads one service of the config file. Relative paths in it
+// are relative to dir, the config file's directory. Certificates and CA
+// files are read now; passwords at each login, so that a rotated secret is
+// picked up without a restart.
+func fileService(s agentServiceFile, dir string) (agent.Service, error) {
+	svc := agent.Service{Name: s.Name, Protocol: s.Protocol, Address: s.Address}
+	if s.Postgres == nil {
+		return svc, nil
+	}
+	p := s.Postgres
+	opts := &agent.PostgresOptions{TLS: p.TLS, ServerName: p.ServerName, CaptureRows: p.CaptureRows,
+		Roles: map[string]login.Credential{}}
+	switch p.TLS {
+	case "", login.TLSDisable, login.TLSRequire, login.TLSVerifyFull:
+	default:
+		return svc, usagef("service %q: postgres tls %q: want disable, require or verify-full", s.Name, p.TLS)
+	}
+	if p.CAFile != "" {
+		path := relTo(dir, p.CAFile)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return svc, errorf(fmt.Sprintf("service %q: reading postgres ca_file", s.Name), err)
+		}
+		opts.RootCAs = x509.NewCertPool()
+		if !opts.RootCAs.AppendCertsFromPEM(data) {
+			return svc, fmt.Errorf("service %q: reading postgres ca_file %s: no PEM certificate in it", s.Name, path)
+		}
+	}
+	for role, r := range p.Roles {
+		cred, err := roleCredential(r, dir)
+		if err != nil {
+			return svc, fmt.Errorf("service %q: role %q: %w", s.Name, role, err)
+		}
+		opts.Roles[role] = cred
+	}
+	svc.Postgres = opts
+	return svc, nil
+}
+
+func roleCredential(r roleFile, dir string) (login.Credential, error) {
+	given := 0
+	for _, v := range []string{r.PasswordEnv, r.PasswordFile, r.CertFile + r.KeyFile} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return login.Credential{}, usagef("give exactly one of password_env, password_file or cert_file with key_file")
+	}
+	switch {
+	case r.PasswordEnv != "":
+		name := r.PasswordEnv
+		return login.Credential{Password: func(context.Context) (string, error) {
+			if v := os.Getenv(name); v != "" {
+				return v, nil
+			}
+			return "", fmt.Errorf("environment variable %s is empty", name)
+		}}, nil
+	case r.PasswordFile != "":
+		path := relTo(dir, r.PasswordFile)
+		return login.Credential{Password: func(context.Context) (string, error) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return "", fmt.Errorf("reading password file: %w", err)
+			}
+			return strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r"), nil
+		}}, nil
+	}
+	if r.CertFile == "" || r.KeyFile == "" {
+		return login.Credential{}, usagef("cert_file and key_file go together")
+	}
+	cert, err := tls.LoadX509KeyPair(relTo(dir, r.CertFile), relTo(dir, r.KeyFile))
+	if err != nil {
+		return login.Credential{}, errorf("loading client certificate", err)
+	}
+	return login.Credential{Certificate: &cert}, nil
+}
+
+// relTo resolves a path of the config file against its directory.
+func relTo(dir, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
 }
