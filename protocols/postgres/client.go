@@ -91,7 +91,7 @@ func (s *session) clientMessage(ctx context.Context, typ byte, body []byte) erro
 			return fmt.Errorf("decoding Bind: %w", err)
 		}
 		s.portals[m.DestinationPortal] = &portal{stmt: s.prepared[m.PreparedStatement], name: m.PreparedStatement,
-			params: auditParams(m.ParameterFormatCodes, m.Parameters)}
+			params: auditParams(m.ParameterFormatCodes, m.Parameters), formats: m.ResultFormatCodes}
 		return s.forward(typ, body)
 	case 'E':
 		var m pgproto3.Execute
@@ -115,8 +115,23 @@ func (s *session) clientMessage(ctx context.Context, typ byte, body []byte) erro
 		s.push(&item{kind: itemSync, parse: s.lastParse})
 		s.lastParse = ""
 		return s.forward(typ, body)
-	case 'D', 'H', 'c', 'f', 'X':
-		// Describe, Flush, CopyDone, CopyFail, Terminate.
+	case 'D':
+		if s.cfg.CaptureRows > 0 {
+			var m pgproto3.Describe
+			if err := m.Decode(body); err != nil {
+				return fmt.Errorf("decoding Describe: %w", err)
+			}
+			var p *prepared
+			if m.ObjectType == 'S' {
+				p = s.prepared[m.Name]
+			} else if po := s.portals[m.Name]; po != nil {
+				p = po.stmt
+			}
+			s.push(&item{kind: itemDescribe, stmt: p})
+		}
+		return s.forward(typ, body)
+	case 'H', 'c', 'f', 'X':
+		// Flush, CopyDone, CopyFail, Terminate.
 		return s.forward(typ, body)
 	case 'F':
 		st := classify.Statement{Class: classify.Admin, Base: classify.Admin, Tag: "FUNCTION CALL",
@@ -272,6 +287,10 @@ func (s *session) execute(ctx context.Context, name string, body []byte) error {
 		st = p.stmt.st
 		ev.SQL, ev.Params, ev.Prepared = p.stmt.sql, p.params, p.name
 	}
+	it := &item{kind: itemExecute, ev: ev}
+	if p != nil {
+		it.stmt, it.format = p.stmt, p.formats
+	}
 	ev.Class, ev.Tags = string(st.Class), tags(st)
 	d := s.authorize(ctx, st)
 	if !d.Allow {
@@ -279,7 +298,8 @@ func (s *session) execute(ctx context.Context, name string, body []byte) error {
 		return nil
 	}
 	ev.Verdict, ev.Rule = protocols.VerdictAllow, d.Rule
-	s.push(&item{kind: itemExecute, start: time.Now(), ev: ev})
+	it.start = time.Now()
+	s.push(it)
 	return s.forward('E', body)
 }
 

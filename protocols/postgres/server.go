@@ -34,7 +34,7 @@ func (s *session) fromServer() error {
 		switch h.typ {
 		case 'E', 'C', 'Z', 'S', 'I', 's':
 			inspect = h.n <= maxInspected
-		case 'T', 'D':
+		case 'T', 'D', 'n':
 			inspect = capture && h.n <= maxInspected && s.capturing()
 		}
 		if !inspect {
@@ -157,21 +157,46 @@ func (s *session) serverMessage(typ byte, body []byte) []byte {
 		if p.Decode(body) == nil {
 			s.watchParameter(p.Name, p.Value)
 		}
+	case 'n':
+		if f != nil && f.kind == itemDescribe {
+			s.queue = s.queue[1:]
+		}
 	case 'T':
 		var rd pgproto3.RowDescription
-		if rd.Decode(body) != nil || f == nil || f.ev.Columns != nil {
+		if rd.Decode(body) != nil || f == nil {
 			return nil
 		}
-		f.cols = make([]bool, len(rd.Fields))
-		f.ev.Columns = make([]string, len(rd.Fields))
+		names := make([]string, len(rd.Fields))
+		bin := make([]bool, len(rd.Fields))
 		for i, fd := range rd.Fields {
-			f.ev.Columns[i] = string(fd.Name)
-			f.cols[i] = fd.Format == 1
+			names[i], bin[i] = string(fd.Name), fd.Format == 1
+		}
+		switch {
+		case f.kind == itemDescribe:
+			s.queue = s.queue[1:]
+			if f.stmt != nil {
+				f.stmt.cols = names
+			}
+		case f.ev != nil && f.ev.Columns == nil:
+			f.ev.Columns, f.cols = names, bin
 		}
 	case 'D':
 		var dr pgproto3.DataRow
-		if dr.Decode(body) != nil || f == nil || len(f.ev.Result) >= s.cfg.CaptureRows {
+		if dr.Decode(body) != nil || f == nil || f.ev == nil || len(f.ev.Result) >= s.cfg.CaptureRows {
 			return nil
+		}
+		if f.ev.Columns == nil && f.stmt != nil && f.stmt.cols != nil {
+			// Described before the Execute; the Bind chose the formats.
+			f.ev.Columns = f.stmt.cols
+			f.cols = make([]bool, len(f.stmt.cols))
+			for i := range f.cols {
+				switch {
+				case len(f.format) == 1:
+					f.cols[i] = f.format[0] == 1
+				case i < len(f.format):
+					f.cols[i] = f.format[i] == 1
+				}
+			}
 		}
 		row := make([]*string, len(dr.Values))
 		for i, v := range dr.Values {
@@ -199,7 +224,7 @@ func (s *session) capturing() bool {
 		return false
 	}
 	f := s.queue[0]
-	return (f.kind == itemQuery || f.kind == itemExecute) && len(f.ev.Result) < s.cfg.CaptureRows
+	return f.kind == itemDescribe || (f.kind == itemQuery || f.kind == itemExecute) && len(f.ev.Result) < s.cfg.CaptureRows
 }
 
 // skipSegment drops what the server skips after an error: every Execute

@@ -223,23 +223,26 @@ type session struct {
 
 // prepared is what the session knows of a prepared statement.
 type prepared struct {
-	sql string
-	st  classify.Statement
+	sql  string
+	st   classify.Statement
+	cols []string // from the server's RowDescription, when captured; guarded by session.mu
 }
 
 type portal struct {
-	stmt   *prepared // nil when the statement is unknown
-	name   string
-	params []*string
+	stmt    *prepared // nil when the statement is unknown
+	name    string
+	params  []*string
+	formats []int16 // result format codes of the Bind
 }
 
 type itemKind uint8
 
 const (
-	itemQuery   itemKind = iota // a simple Query (or FunctionCall): ends at ReadyForQuery
-	itemExecute                 // an Execute: ends at CommandComplete, EmptyQuery, PortalSuspended or an error
-	itemSync                    // a Sync: ends at ReadyForQuery
-	itemPoison                  // a refusal standing in the server's stream
+	itemQuery    itemKind = iota // a simple Query (or FunctionCall): ends at ReadyForQuery
+	itemExecute                  // an Execute: ends at CommandComplete, EmptyQuery, PortalSuspended or an error
+	itemSync                     // a Sync: ends at ReadyForQuery
+	itemPoison                   // a refusal standing in the server's stream
+	itemDescribe                 // a Describe, followed only while capturing rows: ends at RowDescription or NoData
 )
 
 // item is one thing the server will answer, in the order the client sent it.
@@ -251,6 +254,8 @@ type item struct {
 	deny   *pgproto3.ErrorResponse // itemPoison: what the client is to see instead
 	parse  string                  // itemSync: the last Parse of the segment, for errors no Execute explains
 	cols   []bool                  // capture: which columns are binary
+	stmt   *prepared               // itemExecute, itemDescribe: the statement, for its columns
+	format []int16                 // itemExecute: the Bind's result format codes
 }
 
 func (s *session) send(m pgproto3.BackendMessage) {
