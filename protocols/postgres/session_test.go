@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -478,3 +479,5 @@ func TestCopyBothWays(t *testing.T) {
 		t.Fatalf("copy to: %v, %v, %d lines", tag, err, strings.Count(buf.String(), "\n"))
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
