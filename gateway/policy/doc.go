@@ -23,9 +23,16 @@
 //     narrow later statements, requests and calls.
 //   - otherwise the decision is protocols.DefaultDeny.
 //
-// The rules' postgres, http and grpc sections and rates are parsed,
-// validated and compiled here (PostgresRule, HTTPRule, GRPCRule, Rate) for
-// the protocol handlers to enforce.
+// For a Postgres session (a Request with Postgres set) Authorize also
+// decides by the rules' postgres sections: at startup, whether the session
+// may use its database as its role, and whether every rule that admits it
+// allows only reads (Decision.ReadOnly); then each statement, by its class
+// and command tag. docs/POLICY.md gives the exact order and which rule a
+// decision names.
+//
+// The rules' http and grpc sections and rates are parsed, validated and
+// compiled here (HTTPRule, GRPCRule, Rate) for the protocol handlers to
+// enforce.
 //
 // Engine holds the policy in force behind an atomic pointer so that Watch
 // can swap in a reloaded file while connections are being decided; an

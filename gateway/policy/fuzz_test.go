@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/postern/postern/protocols"
 )
 
 // seeds are valid and invalid documents for FuzzParse.
@@ -60,6 +62,18 @@ func checkParse(t *testing.T, data []byte) {
 		d := p.Authorize(ctx, req(r, "pg-main", "analysts"))
 		if d.Rule == "" {
 			t.Fatalf("got a decision with no rule: %+v", d)
+		}
+		for _, pg := range []protocols.PostgresRequest{
+			{Database: "app", User: "readonly", Startup: true},
+			{Database: "app", User: "readonly", Class: ClassWrite, Tag: "INSERT", TagExact: true},
+			{Database: "app", User: "readonly", Class: ClassRead, Tag: "BEGIN", TagExact: true, TxControl: true},
+		} {
+			r := req(r, "pg-main", "analysts")
+			r.Postgres = &pg
+			d := p.Authorize(ctx, r)
+			if d.Rule == "" || d.ReadOnly && (!d.Allow || !pg.Startup) {
+				t.Fatalf("%+v: got %+v", pg, d)
+			}
 		}
 	}
 	for _, rule := range p.Rules() {

@@ -100,6 +100,8 @@ type PostgresRule struct {
 
 	databases []glob
 	users     []glob
+	classes   classSet // Classes as bits
+	readOnly  bool     // see ReadOnly
 }
 
 // MatchDatabase reports whether db is one of the section's databases.
@@ -238,16 +240,23 @@ func matchAny(gs []glob, s string) bool {
 // Policy is a compiled, immutable set of rules. The zero Policy and a nil
 // *Policy deny everything.
 type Policy struct {
-	rules  []Rule
-	denies []*Rule // connection-level deny rules, in file order
-	allows []*Rule // allow rules, in file order
-	sum    [sha256.Size]byte
+	rules    []Rule
+	denies   []*Rule // connection-level deny rules, in file order
+	pgDenies []*Rule // deny rules that are connection-level or have a postgres section, in file order
+	allows   []*Rule // allow rules, in file order
+	sum      [sha256.Size]byte
 }
 
 func newPolicy(rules []Rule, data []byte) *Policy {
 	p := &Policy{rules: rules, sum: sha256.Sum256(data)}
 	for i := range p.rules {
 		r := &p.rules[i]
+		if r.Postgres != nil {
+			r.Postgres.compile()
+		}
+		if r.Effect == Deny && (r.ConnectionLevel() || r.Postgres != nil) {
+			p.pgDenies = append(p.pgDenies, r)
+		}
 		switch {
 		case r.Effect == Allow:
 			p.allows = append(p.allows, r)
@@ -297,31 +306,51 @@ const (
 	ReasonAllowed = "allowed by rule"
 )
 
-// Authorize decides whether r's identity may connect to r's service. A
-// connection-level deny rule that applies wins; otherwise the first allow
-// rule that applies, in file order, allows; otherwise the decision is
-// default-deny. Rules with postgres, http or grpc sections are not narrowed
-// here: the protocol handlers apply those sections later.
+// Authorize decides on r. Without r.Postgres it decides whether r's
+// identity may connect to r's service: a connection-level deny rule that
+// applies wins; otherwise the first allow rule that applies, in file order,
+// allows; otherwise the decision is default-deny. Rules with postgres, http
+// or grpc sections are not narrowed then: the protocol handlers ask again
+// for what those sections decide.
+//
+// With r.Postgres it decides a Postgres session's startup (database and
+// role) or one of its statements, by the rules' postgres sections, as
+// docs/POLICY.md describes. Deciding a statement that is allowed does not
+// allocate.
 func (p *Policy) Authorize(ctx context.Context, r protocols.Request) protocols.Decision {
-	if p != nil {
-		for _, rule := range p.denies {
-			if rule.Applies(r) {
-				return protocols.Decision{Allow: false, Rule: rule.Name, Reason: ReasonDenied}
-			}
-		}
-		for _, rule := range p.allows {
-			if rule.Applies(r) {
-				return protocols.Decision{Allow: true, Rule: rule.Name, Reason: ReasonAllowed}
-			}
+	if p == nil {
+		return defaultDeny(r)
+	}
+	if r.Postgres != nil {
+		return p.authorizePostgres(r)
+	}
+	for _, rule := range p.denies {
+		if rule.Applies(r) {
+			return protocols.Decision{Allow: false, Rule: rule.Name, Reason: ReasonDenied}
 		}
 	}
-	id := r.Identity.String()
-	if id == "" {
-		id = "(none)"
+	for _, rule := range p.allows {
+		if rule.Applies(r) {
+			return protocols.Decision{Allow: true, Rule: rule.Name, Reason: ReasonAllowed}
+		}
 	}
+	return defaultDeny(r)
+}
+
+// defaultDeny is the decision when no rule applies to r's identity and
+// service.
+func defaultDeny(r protocols.Request) protocols.Decision {
 	return protocols.Decision{
 		Allow:  false,
 		Rule:   protocols.DefaultDeny,
-		Reason: "no rule allows identity " + id + " to reach service " + r.Service,
+		Reason: "no rule allows identity " + identity(r) + " to reach service " + r.Service,
 	}
+}
+
+// identity names r's caller in reasons.
+func identity(r protocols.Request) string {
+	if r.Identity.IsZero() {
+		return "(none)"
+	}
+	return r.Identity.String()
 }

@@ -1,0 +1,136 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/pki"
+	"github.com/postern/postern/protocols/tunnel"
+)
+
+// benchDB is the database pgbench initializes for BenchmarkPgbench.
+const benchDB = "postern_bench"
+
+// benchPGPolicy turns statement authorization on for the benchmark's
+// identity: every statement is classified and decided.
+const benchPGPolicy = `rules:
+  - name: bench-pg
+    identities: [spiffe://postern.local/user/bench]
+    services: [pg]
+    postgres:
+      databases: [` + benchDB + `]
+      users: [postgres]
+      statements: [read, write]
+`
+
+var (
+	tpsRe     = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	latencyRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+// BenchmarkPgbench runs pgbench against the local PostgreSQL directly and
+// through Postern (client —TLS→ gateway —tunnel→ agent —TCP→ server) over
+// each tunnel transport, with statement policy on: -S (select only) and
+// TPC-B, 4 clients. An op is one transaction; tps and the average latency
+// come from pgbench itself.
+func BenchmarkPgbench(b *testing.B) {
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		b.Fatalf("pgbench is needed: %v", err)
+	}
+	initBenchDB(b)
+	base := []string{"-n", "-c", "4", "-j", "2"}
+	scripts := map[string][]string{"select": {"-S"}, "tpcb": {}}
+
+	paths := map[string][]string{"direct": {"PGHOST=127.0.0.1", "PGPORT=5432", "PGSSLMODE=disable"}}
+	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
+		g := startGateway(b, benchPGPolicy)
+		a := startAgent(b, g, "bench-pg-"+transport, transport, b.TempDir(),
+			agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"})
+		if got := a.waitConnected(b); got != transport {
+			b.Fatalf("got transport %q, want %q", got, transport)
+		}
+		dir := b.TempDir()
+		svid := issue(b, g, benchIdentity)
+		if err := pki.WriteFiles(dir, svid, g.srv.Data().CA.Roots()); err != nil {
+			b.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(g.addr())
+		paths[transport] = []string{"PGHOST=pg.localhost", "PGHOSTADDR=127.0.0.1", "PGPORT=" + port,
+			"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + filepath.Join(dir, pki.BundleFile),
+			"PGSSLCERT=" + filepath.Join(dir, pki.SVIDFile), "PGSSLKEY=" + filepath.Join(dir, pki.KeyFile)}
+		waitFor(b, 10*time.Second, "pg reachable through "+transport, func() bool {
+			return pgbench(b, paths[transport], append(base, "-S", "-t", "1")) == nil
+		})
+	}
+	for _, script := range []string{"select", "tpcb"} {
+		for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+			b.Run(script+"/"+path, func(b *testing.B) {
+				perClient := max(b.N/4, 1)
+				args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))
+				b.ResetTimer()
+				out, err := pgbenchOut(paths[path], args)
+				b.StopTimer()
+				if err != nil {
+					b.Fatalf("pgbench: %v\n%s", err, out)
+				}
+				if m := tpsRe.FindStringSubmatch(out); m != nil {
+					tps, _ := strconv.ParseFloat(m[1], 64)
+					b.ReportMetric(tps, "tps")
+				}
+				if m := latencyRe.FindStringSubmatch(out); m != nil {
+					ms, _ := strconv.ParseFloat(m[1], 64)
+					b.ReportMetric(ms, "ms/txn")
+				}
+			})
+		}
+	}
+}
+
+func pgbench(b *testing.B, env, args []string) error {
+	out, err := pgbenchOut(env, args)
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}
+
+func pgbenchOut(env, args []string) (string, error) {
+	cmd := exec.Command("pgbench", args...)
+	cmd.Env = append(append(os.Environ(), "PGUSER=postgres", "PGDATABASE="+benchDB, "PGCONNECT_TIMEOUT=10"), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// initBenchDB creates the benchmark database and pgbench's tables (scale
+// 1) directly on the server, once per machine.
+func initBenchDB(b *testing.B) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=disable")
+	if err != nil {
+		b.Fatalf("connecting to PostgreSQL on 127.0.0.1:5432: %v", err)
+	}
+	defer c.Close(ctx)
+	var exists bool
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", benchDB).Scan(&exists); err != nil {
+		b.Fatal(err)
+	}
+	if !exists {
+		if _, err := c.Exec(ctx, "CREATE DATABASE "+benchDB); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if out, err := pgbenchOut([]string{"PGHOST=127.0.0.1", "PGPORT=5432", "PGSSLMODE=disable"}, []string{"-i", "-q", "-s", "1"}); err != nil {
+		b.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+}
