@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/postgres"
 	"github.com/postern/postern/protocols/tcp"
 	"github.com/postern/postern/protocols/tunnel"
 )
@@ -75,6 +76,10 @@ func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, servic
 	s.log.InfoContext(ctx, "authorization", "session", sid, "identity", id.String(),
 		"source", source, "service", service, "rule", d.Rule, "verdict", verdict, "reason", d.Reason)
 	if !d.Allow {
+		if proto == protocols.Postgres {
+			// A Postgres client is told why, as SPEC §7 says, not just cut off.
+			postgres.Refuse(conn, s.cfg.HandshakeTimeout, fmt.Sprintf("Postern: rule %q refuses this session: %s", d.Rule, d.Reason))
+		}
 		s.recorder.Record(protocols.Event{Session: sid, Time: start, Type: protocols.SessionStarted, Data: begin})
 		s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.AuthzDenied,
 			Data: &protocols.AuthzDeny{Rule: d.Rule, Reason: d.Reason}})

@@ -37,6 +37,7 @@ func (s *Server) servePostgres(ctx context.Context, conn *tls.Conn, sid string, 
 		}
 		agent = a
 		begin.Agent, begin.Transport = a.name, a.session.Transport()
+		begin.Database, begin.User = database, user
 		s.recorder.Record(protocols.Event{Session: sid, Time: start, Type: protocols.SessionStarted, Data: begin})
 		started = true
 		s.metrics.active.Inc()

@@ -188,6 +188,19 @@ func Serve(ctx context.Context, client net.Conn, cfg Config) (res Result) {
 	return res
 }
 
+// Refuse reads a client's startup message (waiting at most timeout) and
+// answers it with FATAL 28000 and msg: a session refused before its
+// database and role mattered.
+func Refuse(client net.Conn, timeout time.Duration, msg string) {
+	client.SetDeadline(time.Now().Add(timeout))
+	cr := bufio.NewReader(client)
+	if st, err := ReadStartup(cr); err != nil || st.Cancel != nil {
+		return
+	}
+	b, _ := (&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "28000", Message: msg}).Encode(nil)
+	client.Write(b)
+}
+
 // session is the state of one client session after startup.
 type session struct {
 	cfg    Config
