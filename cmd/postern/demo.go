@@ -16,12 +16,34 @@ import (
 	"github.com/postern/postern/pki"
 )
 
-const demoPolicy = `# Postern demo policy: the demo user (group demo) may reach every demo service.
+const demoPolicy = `# Postern demo policy. The demo user (group demo) may reach the echo service;
+# on PostgreSQL, analysts may only read, writers read and write rows, and the
+# DBA may run everything.
 rules:
   - name: demo-users
     identities: [group:demo]
-    services: ["*"]
+    services: [echo]
+  - name: analysts-read
+    identities: [group:analysts]
+    services: [pg]
+    postgres:
+      databases: [postgres]
+      users: [postgres]
+      statements: [read]
+  - name: writers
+    identities: [group:writers]
+    services: [pg]
+    postgres:
+      databases: [postgres]
+      users: [postgres]
+      statements: [read, write]
+  - name: dba-all
+    identities: [group:dba]
+    services: [pg]
 `
+
+// demoIdentities are the demo's users: name, group.
+var demoIdentities = [][2]string{{"demo", "demo"}, {"analyst", "analysts"}, {"writer", "writers"}, {"dba", "dba"}}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", "demo [--listen ADDR] [--ops-listen ADDR] [--data-dir DIR]", stderr)
@@ -43,7 +65,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return errorf("making demo dir", err)
 		}
 	}
-	gwDir, agentDir, userDir := filepath.Join(*dir, "gateway"), filepath.Join(*dir, "agent"), filepath.Join(*dir, "user")
+	gwDir, agentDir, userDir := filepath.Join(*dir, "gateway"), filepath.Join(*dir, "agent"), filepath.Join(*dir, "demo")
 	policyPath := filepath.Join(*dir, "policy.yaml")
 	if err := os.WriteFile(policyPath, []byte(demoPolicy), 0o644); err != nil {
 		return errorf("writing demo policy", err)
@@ -79,12 +101,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errorf("minting join token", err)
 	}
 	user := spiffeid.RequireFromPath(srv.Data().CA.TrustDomain(), "/user/demo")
-	svid, err := srv.Data().Issue(ctx, pki.IssueRequest{ID: user, Groups: []string{"demo"}})
-	if err != nil {
-		return errorf("issuing demo identity", err)
-	}
-	if err := pki.WriteFiles(userDir, svid, srv.Data().CA.Roots()); err != nil {
-		return errorf("writing demo identity", err)
+	dirs := map[string]string{}
+	for _, u := range demoIdentities {
+		id := spiffeid.RequireFromPath(srv.Data().CA.TrustDomain(), "/user/"+u[0])
+		svid, err := srv.Data().Issue(ctx, pki.IssueRequest{ID: id, Groups: []string{u[1]}})
+		if err != nil {
+			return errorf("issuing demo identity", err)
+		}
+		dirs[u[0]] = filepath.Join(*dir, u[0])
+		if err := pki.WriteFiles(dirs[u[0]], svid, srv.Data().CA.Roots()); err != nil {
+			return errorf("writing demo identity", err)
+		}
 	}
 	ag, err := agent.New(ctx, agent.Config{Gateway: addr, Name: "demo-agent", Token: token, DataDir: agentDir,
 		Services: services, Logger: logger})
@@ -111,7 +138,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w("Postern demo is up (Ctrl-C to stop).")
 	w("  gateway   %s (tcp+udp), ops http://%s/metrics", addr, srv.OpsAddr())
 	w("  agent     demo-agent over %s, serving: %s", transport, serviceList(services))
-	w("  identity  %s (group demo) in %s", user, userDir)
+	w("  identity  %s (group demo) in %s; analyst, writer and dba beside it", user, userDir)
 	w("  policy    %s (edit it: changes apply at once)", policyPath)
 	w("")
 	w("Reach the echo service with your SVID (type a line, it comes back):")
@@ -122,8 +149,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w("  nc 127.0.0.1 15000")
 	if len(services) > 1 {
 		w("")
-		w("PostgreSQL on 127.0.0.1:5432, through the tunnel, with your SVID:")
-		w("  psql \"host=pg.localhost hostaddr=127.0.0.1 port=%s sslmode=verify-full sslrootcert=%s/svid_bundle.pem sslcert=%s/svid.pem sslkey=%s/svid_key.pem user=postgres dbname=postgres\"", port, userDir, userDir, userDir)
+		w("PostgreSQL on 127.0.0.1:5432, through the tunnel: no database password on the client, every statement")
+		w("decided by policy. The analyst may only read (try a CREATE TABLE: ERROR 42501), the writer may change")
+		w("rows, the DBA may run everything:")
+		for _, u := range demoIdentities[1:] {
+			d := dirs[u[0]]
+			w("  psql \"host=pg.localhost hostaddr=127.0.0.1 port=%s sslmode=verify-full sslrootcert=%s/svid_bundle.pem sslcert=%s/svid.pem sslkey=%s/svid_key.pem user=postgres dbname=postgres\"", port, d, d, d)
+		}
+		w("Or, for clients without certificates (sslmode=disable on the local side):")
+		w("  %s connect pg --listen 127.0.0.1:15432 --gateway %s --identity %s", self, addr, dirs["analyst"])
+		w("  psql \"host=127.0.0.1 port=15432 user=postgres dbname=postgres sslmode=disable\"")
 	}
 	w("")
 	w("Every session is recorded under %s", srv.Data().RecordingsPath())
