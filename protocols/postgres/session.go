@@ -454,6 +454,15 @@ func (s *session) run(ctx context.Context) error {
 	defer stop()
 	serverDone := make(chan error, 1)
 	go func() {
+		defer func() {
+			// A bug here must end this session, not the gateway.
+			if v := recover(); v != nil {
+				s.cfg.Logger.Error("postgres server loop panicked", "session", s.cfg.Session, "panic", fmt.Sprint(v))
+				s.client.Close()
+				s.server.Close()
+				serverDone <- fmt.Errorf("relaying from the server: internal error: %v", v)
+			}
+		}()
 		err := s.fromServer()
 		s.cw.Flush()
 		// The server side is gone: stop reading the client too.

@@ -144,7 +144,7 @@ type handler struct {
 
 // serve runs the handler on a loopback port (plaintext: TLS is the
 // gateway's business) for the test's lifetime.
-func serve(t testing.TB, auth protocols.Authorizer, capture int) *handler {
+func serve(t testing.TB, auth protocols.Authorizer, capture int, opts ...func(*Config)) *handler {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,9 +167,13 @@ func serve(t testing.TB, auth protocols.Authorizer, capture int) *handler {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				Serve(ctx, c, Config{Session: "s-1", Identity: spiffeid.RequireFromString("spiffe://postern.local/user/ann"),
+				cfg := Config{Session: "s-1", Identity: spiffeid.RequireFromString("spiffe://postern.local/user/ann"),
 					Service: "pg", Authorizer: auth, Recorder: h.rec, Classifier: cls, Keys: h.keys,
-					Open: pgOpen(t), CaptureRows: capture})
+					Open: pgOpen(t), CaptureRows: capture}
+				for _, o := range opts {
+					o(&cfg)
+				}
+				Serve(ctx, c, cfg)
 			}()
 		}
 	}()
@@ -481,3 +485,54 @@ func TestCopyBothWays(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestBadMessages: an oversized or malformed message ends that session with
+// a FATAL naming the problem; another session goes on.
+func TestBadMessages(t *testing.T) {
+	h := serve(t, readers{}, 0, func(c *Config) { c.MaxMessage = 4096 })
+	other := h.connect(t, "")
+	ctx := context.Background()
+	cases := map[string]struct {
+		send     []byte
+		wantCode string
+	}{
+		"oversized query": {send: mustEncode(t, &pgproto3.Query{String: "SELECT '" + strings.Repeat("x", 5000) + "'"}), wantCode: "54000"},
+		"unknown type":    {send: []byte{'z', 0, 0, 0, 4}, wantCode: "08P01"},
+		"bad parse":       {send: []byte{'P', 0, 0, 0, 6, 'a', 0}, wantCode: "08P01"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := h.connect(t, "")
+			conn := c.PgConn().Conn()
+			if _, err := conn.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			fe := pgproto3.NewFrontend(conn, conn)
+			for {
+				m, err := fe.Receive()
+				if err != nil {
+					t.Fatalf("no FATAL before the end: %v", err)
+				}
+				if e, ok := m.(*pgproto3.ErrorResponse); ok {
+					if e.Severity != "FATAL" || e.Code != tc.wantCode {
+						t.Fatalf("got %s %s %q, want FATAL %s", e.Severity, e.Code, e.Message, tc.wantCode)
+					}
+					break
+				}
+			}
+			var v int
+			if err := other.QueryRow(ctx, "SELECT 5").Scan(&v); err != nil || v != 5 {
+				t.Fatalf("another session broke: %v", err)
+			}
+		})
+	}
+}
+
+func mustEncode(t testing.TB, m pgproto3.FrontendMessage) []byte {
+	b, err := m.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
