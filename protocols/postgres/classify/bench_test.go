@@ -1,6 +1,9 @@
 package classify
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 var benchQueries = map[string]string{
 	"simple": "select * from t where id = $1",
@@ -34,4 +37,34 @@ func BenchmarkClassify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkClassifyShape: a query repeated with a new constant each time
+// (pgbench -S in simple protocol) misses the exact cache and hits the
+// shape cache.
+func BenchmarkClassifyShape(b *testing.B) {
+	texts := make([]string, 4096)
+	for i := range texts {
+		texts[i] = "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(i*7919) + ";"
+	}
+	b.Run("uncached", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			Classify(texts[i%len(texts)])
+			i++
+		}
+	})
+	b.Run("shape", func(b *testing.B) {
+		c := New(1024) // smaller than the texts: exact hits are rare
+		c.Classify(texts[0])
+		b.ReportAllocs()
+		i := 1
+		for b.Loop() {
+			if r := c.Classify(texts[i%len(texts)]); r.Class() != Read {
+				b.Fatal(r.Class())
+			}
+			i++
+		}
+	})
 }

@@ -18,13 +18,13 @@ func TestClassifierCaches(t *testing.T) {
 		t.Errorf("got cached class %s after the caller changed its copy, want write", got)
 	}
 	c.Classify("select 1")
-	c.Classify("select 2") // evicts nextval, the least recently used
+	c.Classify("select 2 from pg_class") // evicts nextval, the least recently used
 	if got := c.Len(); got != 2 {
 		t.Errorf("got %d entries, want 2", got)
 	}
-	c.mu.Lock()
-	_, kept := c.items["select nextval('s')"]
-	c.mu.Unlock()
+	c.exact.mu.Lock()
+	_, kept := c.exact.items["select nextval('s')"]
+	c.exact.mu.Unlock()
 	if kept {
 		t.Errorf("got the least recently used entry kept, want it evicted")
 	}
@@ -85,5 +85,41 @@ func TestClassifierConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := c.Len(); got > 16 {
 		t.Errorf("got %d entries, want at most 16", got)
+	}
+}
+
+// TestClassifierShapes: queries that differ only in constants share a
+// shape entry, unless a constant decides the class.
+func TestClassifierShapes(t *testing.T) {
+	tests := map[string]struct {
+		first, second string
+		want          Class
+		shared        bool
+	}{
+		"constants in a read":     {"select * from t where id = 1", "select * from t where id = 2", Read, true},
+		"constants in a write":    {"insert into t values (1, 'a')", "insert into t values (2, 'b')", Write, true},
+		"nextval by name":         {"select nextval('a')", "select nextval('b')", Write, true},
+		"set_config decides":      {"select set_config('search_path', 'x', false)", "select set_config('default_transaction_read_only', 'off', false)", Admin, false},
+		"set_config reverse":      {"select set_config('default_transaction_read_only', 'off', false)", "select set_config('search_path', 'x', false)", Read, false},
+		"explain analyze option":  {"explain (analyze false) delete from t", "explain (analyze true) delete from t", Write, false},
+		"set value decides":       {"set default_transaction_read_only = on", "set default_transaction_read_only = off", Admin, false},
+		"string hides no command": {"select 'a'; select 1", "select 'b''; delete from t; --'; select 1", Read, true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := New(16)
+			c.Classify(tc.first)
+			shapes := c.ShapeLen()
+			got := c.Classify(tc.second)
+			if got.Class() != tc.want {
+				t.Fatalf("got %s for %q, want %s", got.Class(), tc.second, tc.want)
+			}
+			if direct := Classify(tc.second).Class(); got.Class() != direct {
+				t.Fatalf("cached %s, uncached %s", got.Class(), direct)
+			}
+			if tc.shared && (shapes != 1 || c.ShapeLen() != 1) {
+				t.Errorf("got %d then %d shape entries, want one shared", shapes, c.ShapeLen())
+			}
+		})
 	}
 }

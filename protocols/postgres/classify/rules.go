@@ -490,6 +490,7 @@ func settingClass(name string, value *string) (Class, string) {
 // constValue returns the text of a constant node: a string, number or
 // boolean, bare or as an A_Const, possibly under a type cast.
 func constValue(n *pg_query.Node) (string, bool) {
+	constReads.Add(1)
 	switch {
 	case n == nil:
 		return "", false
