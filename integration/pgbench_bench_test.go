@@ -27,7 +27,7 @@ const benchDB = "postern_bench"
 const benchPGPolicy = `rules:
   - name: bench-pg
     identities: [spiffe://postern.local/user/bench]
-    services: [pg]
+    services: [pg, pgraw]
     postgres:
       databases: [` + benchDB + `]
       users: [postgres]
@@ -42,7 +42,8 @@ var (
 // BenchmarkPgbench runs pgbench against the local PostgreSQL directly and
 // through Postern (client —TLS→ gateway —tunnel→ agent —TCP→ server) over
 // each tunnel transport, with statement policy on: -S (select only) and
-// TPC-B, 4 clients. An op is one transaction; tps and the average latency
+// TPC-B, 4 clients. The -raw paths reach the same server as a plain TCP
+// service through the same chain, without the Postgres handler. An op is one transaction; tps and the average latency
 // come from pgbench itself.
 func BenchmarkPgbench(b *testing.B) {
 	if _, err := exec.LookPath("pgbench"); err != nil {
@@ -56,7 +57,8 @@ func BenchmarkPgbench(b *testing.B) {
 	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
 		g := startGateway(b, benchPGPolicy)
 		a := startAgent(b, g, "bench-pg-"+transport, transport, b.TempDir(),
-			agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"})
+			agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"},
+			agent.Service{Name: "pgraw", Protocol: "tcp", Address: "127.0.0.1:5432"})
 		if got := a.waitConnected(b); got != transport {
 			b.Fatalf("got transport %q, want %q", got, transport)
 		}
@@ -66,15 +68,20 @@ func BenchmarkPgbench(b *testing.B) {
 			b.Fatal(err)
 		}
 		_, port, _ := net.SplitHostPort(g.addr())
-		paths[transport] = []string{"PGHOST=pg.localhost", "PGHOSTADDR=127.0.0.1", "PGPORT=" + port,
+		tlsEnv := []string{"PGHOSTADDR=127.0.0.1", "PGPORT=" + port,
 			"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + filepath.Join(dir, pki.BundleFile),
 			"PGSSLCERT=" + filepath.Join(dir, pki.SVIDFile), "PGSSLKEY=" + filepath.Join(dir, pki.KeyFile)}
+		paths[transport] = append([]string{"PGHOST=pg.localhost"}, tlsEnv...)
+		// The same chain with the service as plain TCP: the server's own
+		// protocol inside the tunnel, no Postgres handler, no policy per
+		// statement: what the handler itself costs is the difference.
+		paths[transport+"-raw"] = append([]string{"PGHOST=pgraw.localhost"}, tlsEnv...)
 		waitFor(b, 10*time.Second, "pg reachable through "+transport, func() bool {
 			return pgbench(b, paths[transport], append(base, "-S", "-t", "1")) == nil
 		})
 	}
 	for _, script := range []string{"select", "tpcb"} {
-		for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+		for _, path := range []string{"direct", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
 			b.Run(script+"/"+path, func(b *testing.B) {
 				perClient := max(b.N/4, 1)
 				args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))

@@ -5,6 +5,10 @@
 #                 (./integration/)
 #   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy (./protocols/tunnel/...)
 #   relay         BenchmarkRelay (./protocols/tcp/)
+#   postgres      BenchmarkPgbench/{select,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
+#                 (./integration/, pgbench against 127.0.0.1:5432), and the
+#                 handler's own: BenchmarkClassify, BenchmarkClassifyShape,
+#                 BenchmarkAuthorizePostgresStatement
 #
 # The raw `go test` output goes to bin/bench.out (BENCH_OUT to change it);
 # the summary (medians over the -count runs, each chain transport's ratio to
@@ -66,6 +70,9 @@ run() {
 run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -count "$count" ./integration/
 run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
+run postgres -bench '^BenchmarkPgbench$' -benchtime "$benchtime" -count "$count" ./integration/
+run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
+run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
 
 echo
 echo "raw output: $out"
@@ -102,6 +109,8 @@ function fmtns(ns) {
   for (i = 2; i <= NF; i++) {
     if ($i == "ns/op") add(name SUBSEP "ns", $(i - 1))
     if ($i == "MB/s") add(name SUBSEP "mbs", $(i - 1))
+    if ($i == "tps") add(name SUBSEP "tps", $(i - 1))
+    if ($i == "ms/txn") add(name SUBSEP "lat", $(i - 1))
   }
 }
 END {
@@ -123,10 +132,22 @@ END {
     t = p[1]; sub(/^BenchmarkConnect\//, "", t)
     printf "  %-8s %10s/op %6d runs\n", t, fmtns(median(order[k])), cnt[order[k]]
   }
+  printf "\npgbench, 4 clients, statement policy on (median of runs)\n"
+  printf "  %-18s %10s %10s %10s\n", "script/path", "tps", "ms/txn", "x direct"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "tps" || p[1] !~ /^BenchmarkPgbench\//) continue
+    t = p[1]; sub(/^BenchmarkPgbench\//, "", t)
+    split(t, q, "/")
+    d = median("BenchmarkPgbench/" q[1] "/direct" SUBSEP "tps")
+    m = median(order[k])
+    ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
+    printf "  %-18s %10.1f %10.3f %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio
+  }
   printf "\nMicrobenchmarks (median)\n"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
-    if (p[2] != "ns" || p[1] ~ /^Benchmark(Chain|Connect)\//) continue
+    if (p[2] != "ns" || p[1] ~ /^Benchmark(Chain|Connect|Pgbench)\//) continue
     mb = ""
     if ((p[1] SUBSEP "mbs") in cnt) mb = sprintf("%10.1f MB/s", median(p[1] SUBSEP "mbs"))
     printf "  %-28s %12s/op %s\n", p[1], fmtns(median(order[k])), mb
