@@ -24,6 +24,9 @@ type Proxy struct {
 	PublicName  string // the gateway's public name (default localhost)
 	IdentityDir string // svid.pem, svid_key.pem, svid_bundle.pem
 	Logger      *slog.Logger
+	// StartupTimeout bounds a Postgres client's opening messages and the
+	// delivery of a cancel request; 10s when zero.
+	StartupTimeout time.Duration
 
 	mu      sync.Mutex
 	modTime time.Time
@@ -104,11 +107,17 @@ func (p *Proxy) forward(ctx context.Context, local net.Conn) {
 		p.Logger.Warn("connecting to gateway", "service", p.Service, "err", err)
 		return
 	}
+	if remote.ConnectionState().NegotiatedProtocol == alpnPostgres {
+		p.forwardPostgres(ctx, local, remote)
+		return
+	}
 	counts, err := (&tcp.Relay{}).Run(ctx, local, remote)
 	p.Logger.Debug("connection closed", "service", p.Service, "bytes_in", counts.In, "bytes_out", counts.Out, "err", err)
 }
 
-// Dial opens one mTLS connection to the service at the gateway.
+// Dial opens one mTLS connection to the service at the gateway. The
+// negotiated ALPN protocol tells the service's kind: "postgresql" for a
+// Postgres service, which forward then serves as Postgres.
 func (p *Proxy) Dial(ctx context.Context) (*tls.Conn, error) {
 	cert, roots, err := p.identity()
 	if err != nil {
@@ -119,6 +128,18 @@ func (p *Proxy) Dial(ctx context.Context) (*tls.Conn, error) {
 		RootCAs:      roots,
 		Certificates: []tls.Certificate{*cert},
 		MinVersion:   tls.VersionTLS12,
+		// The gateway offers ALPN by the service's protocol. Go's server
+		// (crypto/tls negotiateALPN) takes the first of its own protocols
+		// that the client offers, ignores ALPN when it has none, and, as a
+		// special case, lets a client offering "http/1.1" onto an "h2"-only
+		// server with no protocol rather than failing. So:
+		//   Postgres ["postgresql"]        → "postgresql": serve as Postgres
+		//   HTTP     ["h2", "http/1.1"]    → "http/1.1": our local side is HTTP/1.1
+		//   gRPC     ["h2"]                → "" (the fallback), as with no ALPN
+		//   TCP      none                  → "": relay blindly
+		// Without "http/1.1" here a gRPC service's handshake would fail
+		// with "client requested unsupported application protocols".
+		NextProtos: []string{alpnPostgres, "http/1.1"},
 	}}
 	c, err := d.DialContext(ctx, "tcp", p.Gateway)
 	if err != nil {
