@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -536,3 +537,69 @@ func mustEncode(t testing.TB, m pgproto3.FrontendMessage) []byte {
 	}
 	return b
 }
+
+// heapPeak samples the heap in use until stop is closed and returns the
+// peak above the starting point.
+func heapPeak(stop <-chan struct{}) <-chan uint64 {
+	out := make(chan uint64, 1)
+	go func() {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		base, peak := m.HeapInuse, m.HeapInuse
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				out <- peak - base
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&m)
+				peak = max(peak, m.HeapInuse)
+			}
+		}
+	}()
+	return out
+}
+
+// TestLargeResultsFlatMemory streams big results through the handler, as
+// rows and as COPY, and checks the heap does not grow with them.
+func TestLargeResultsFlatMemory(t *testing.T) {
+	const rows = 2_000_000
+	h := serve(t, readers{}, 0)
+	c := h.connect(t, "")
+	ctx := context.Background()
+	stop := make(chan struct{})
+	peak := heapPeak(stop)
+	r, err := c.Query(ctx, fmt.Sprintf("SELECT g, 'row number ' || g FROM generate_series(1, %d) g", rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, sum int64
+	for r.Next() {
+		var g int64
+		if err := r.Scan(&g, nil); err != nil {
+			t.Fatal(err)
+		}
+		n, sum = n+1, sum+g
+	}
+	if r.Err() != nil || n != rows || sum != rows*(rows+1)/2 {
+		t.Fatalf("got %d rows summing to %d: %v", n, sum, r.Err())
+	}
+	var cw countWriter
+	tag, err := c.PgConn().CopyTo(ctx, &cw, fmt.Sprintf("COPY (SELECT g, md5(g::text) FROM generate_series(1, %d) g) TO STDOUT", rows))
+	if err != nil || tag.RowsAffected() != rows {
+		t.Fatalf("copy: %v %v", tag, err)
+	}
+	close(stop)
+	grew := <-peak
+	t.Logf("heap peak above start: %d KiB for %d rows and %d bytes of COPY", grew>>10, rows, cw.n)
+	if grew > 48<<20 {
+		t.Fatalf("heap grew by %d MiB while streaming %d rows and %d bytes of COPY: results are being held", grew>>20, rows, cw.n)
+	}
+}
+
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
