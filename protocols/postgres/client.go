@@ -76,13 +76,17 @@ func (s *session) clientMessage(ctx context.Context, typ byte, body []byte) erro
 	case 'Q':
 		var m pgproto3.Query
 		if err := m.Decode(body); err != nil {
-			return fmt.Errorf("decoding Query: %w", err)
+			// A NUL inside the text: the server would refuse the message and
+			// go on, and so does the session.
+			s.malformed("Query", err, true)
+			return nil
 		}
 		return s.query(ctx, m.String, body)
 	case 'P':
 		var m pgproto3.Parse
 		if err := m.Decode(body); err != nil {
-			return fmt.Errorf("decoding Parse: %w", err)
+			s.malformed("Parse", err, false)
+			return nil
 		}
 		return s.parse(ctx, m.Name, m.Query, body)
 	case 'B':
@@ -259,8 +263,14 @@ func (s *session) parse(ctx context.Context, name, sql string, body []byte) erro
 	if old := s.prepared[name]; name != "" && old != nil && old.st.Class.Rank() > st.Class.Rank() {
 		np = old
 	}
-	s.prepared[name] = np
 	d := s.authorize(ctx, st)
+	if name == "" || d.Allow {
+		// A refused named statement never reaches the server, so its name
+		// stays free; the unnamed one is the client's latest either way
+		// (the server would have dropped the old one), so it holds the
+		// refusal and a later Execute of it is refused too.
+		s.prepared[name] = np
+	}
 	if !d.Allow {
 		ev := &protocols.PostgresQueryEvent{SQL: sql, Protocol: "extended", Prepared: name, Class: string(st.Class), Tags: tags(st)}
 		if perr != nil {
@@ -314,13 +324,22 @@ func tags(st classify.Statement) []string {
 // simple-protocol refusal brings its own Sync; an extended-protocol one
 // discards the client's messages until the client's Sync.
 func (s *session) refuse(ev *protocols.PostgresQueryEvent, d protocols.Decision, st classify.Statement, simple bool) {
+	s.refuseCode(ev, d, st, simple, "42501")
+}
+
+// refuseCode is refuse with the SQLSTATE to show: 42501 for the policy,
+// 08P01 for a malformed message.
+func (s *session) refuseCode(ev *protocols.PostgresQueryEvent, d protocols.Decision, st classify.Statement, simple bool, code string) {
 	reason := d.Reason
 	if st.Reason != "" {
 		reason += " (" + st.Reason + ")"
 	}
 	ev.Verdict, ev.Rule, ev.Reason = protocols.VerdictDeny, d.Rule, joinReason(reason, ev.Reason)
-	ev.Code = "42501"
+	ev.Code = code
 	ev.Error = fmt.Sprintf("Postern: rule %q refuses this statement: %s", d.Rule, reason)
+	if code != "42501" {
+		ev.Error = "Postern: " + reason
+	}
 	now := time.Now()
 	s.cfg.Recorder.Record(protocols.Event{Session: s.cfg.Session, Time: now, Type: protocols.AuthzDenied,
 		Data: &protocols.AuthzDeny{Rule: d.Rule, Reason: ev.Error}})
@@ -330,7 +349,7 @@ func (s *session) refuse(ev *protocols.PostgresQueryEvent, d protocols.Decision,
 
 	s.poisonSeq++
 	name := s.poisonPrefix + strconv.FormatUint(s.poisonSeq, 10)
-	deny := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501", Message: ev.Error}
+	deny := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: ev.Error}
 	s.push(&item{kind: itemPoison, poison: name, deny: deny})
 	b, _ := (&pgproto3.Bind{PreparedStatement: name}).Encode(nil)
 	s.sw.Write(b)
@@ -341,6 +360,17 @@ func (s *session) refuse(ev *protocols.PostgresQueryEvent, d protocols.Decision,
 		return
 	}
 	s.discarding = true
+}
+
+// malformed refuses a message that does not decode, whatever the policy,
+// with the error a server gives (08P01), and records it.
+func (s *session) malformed(what string, err error, simple bool) {
+	ev := &protocols.PostgresQueryEvent{SQL: "(malformed " + what + " message)", Protocol: "extended", Class: string(classify.Admin)}
+	if simple {
+		ev.Protocol = "simple"
+	}
+	d := protocols.Decision{Rule: "protocol", Reason: "malformed " + what + " message: " + err.Error()}
+	s.refuseCode(ev, d, classify.Statement{}, simple, "08P01")
 }
 
 func joinReason(a, b string) string {

@@ -494,12 +494,16 @@ func TestBadMessages(t *testing.T) {
 	other := h.connect(t, "")
 	ctx := context.Background()
 	cases := map[string]struct {
-		send     []byte
-		wantCode string
+		send         []byte
+		wantSeverity string
+		wantCode     string
 	}{
-		"oversized query": {send: mustEncode(t, &pgproto3.Query{String: "SELECT '" + strings.Repeat("x", 5000) + "'"}), wantCode: "54000"},
-		"unknown type":    {send: []byte{'z', 0, 0, 0, 4}, wantCode: "08P01"},
-		"bad parse":       {send: []byte{'P', 0, 0, 0, 6, 'a', 0}, wantCode: "08P01"},
+		"oversized query": {send: mustEncode(t, &pgproto3.Query{String: "SELECT '" + strings.Repeat("x", 5000) + "'"}), wantSeverity: "FATAL", wantCode: "54000"},
+		"unknown type":    {send: []byte{'z', 0, 0, 0, 4}, wantSeverity: "FATAL", wantCode: "08P01"},
+		// Like the server, a message that does not decode is an ERROR and
+		// the session goes on.
+		"bad parse":      {send: append([]byte{'P', 0, 0, 0, 6, 'a', 0}, mustEncode(t, &pgproto3.Sync{})...), wantSeverity: "ERROR", wantCode: "08P01"},
+		"nul in a query": {send: []byte{'Q', 0, 0, 0, 8, 'a', 0, 'b', 0}, wantSeverity: "ERROR", wantCode: "08P01"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -516,8 +520,18 @@ func TestBadMessages(t *testing.T) {
 					t.Fatalf("no FATAL before the end: %v", err)
 				}
 				if e, ok := m.(*pgproto3.ErrorResponse); ok {
-					if e.Severity != "FATAL" || e.Code != tc.wantCode {
-						t.Fatalf("got %s %s %q, want FATAL %s", e.Severity, e.Code, e.Message, tc.wantCode)
+					if e.Severity != tc.wantSeverity || e.Code != tc.wantCode {
+						t.Fatalf("got %s %s %q, want %s %s", e.Severity, e.Code, e.Message, tc.wantSeverity, tc.wantCode)
+					}
+					if e.Severity == "ERROR" {
+						if m, err := fe.Receive(); err != nil {
+							t.Fatalf("after the error: %v", err)
+						} else if _, ok := m.(*pgproto3.ReadyForQuery); !ok {
+							t.Fatalf("after the error got %T, want ReadyForQuery", m)
+						}
+						if err := c.Ping(ctx); err != nil {
+							t.Fatalf("session not usable after a malformed message: %v", err)
+						}
 					}
 					break
 				}
