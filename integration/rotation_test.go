@@ -29,6 +29,9 @@ func TestRotationKeepsSessions(t *testing.T) {
 			a := startAgent(t, g, "db1", transport, dir, echoService(startEcho(t)))
 			a.waitConnected(t)
 			alice := issue(t, g, "spiffe://postern.local/user/alice")
+			// The tunnel is up before the gateway has taken the agent's
+			// announcement: wait until the service is reachable.
+			waitFor(t, 10*time.Second, "echo reachable", func() bool { return echoOnce(g, "echo", alice) == nil })
 			c, err := dialService(g, "echo", alice)
 			if err != nil {
 				t.Fatal(err)
