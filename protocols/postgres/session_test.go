@@ -577,10 +577,10 @@ func heapPeak(stop <-chan struct{}) <-chan uint64 {
 	return out
 }
 
-// TestLargeResultsFlatMemory streams big results through the handler, as
+// TestLargeResultsFlatMemory streams 5M rows through the handler, as
 // rows and as COPY, and checks the heap does not grow with them.
 func TestLargeResultsFlatMemory(t *testing.T) {
-	const rows = 2_000_000
+	const rows = 5_000_000
 	h := serve(t, readers{}, 0)
 	c := h.connect(t, "")
 	ctx := context.Background()
