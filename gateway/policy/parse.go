@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/postgres/classify"
 )
 
 // MaxSize is the largest policy file Load reads.
@@ -363,6 +364,12 @@ func (p *parser) postgres(f field, where string) *PostgresRule {
 					if !slices.Contains(pg.Classes, s) {
 						pg.Classes = append(pg.Classes, s)
 					}
+				case isCommandTag(s) && !classify.KnownTag(s):
+					hint := ""
+					if t := classify.SuggestTag(s); t != "" {
+						hint = fmt.Sprintf(" (did you mean %q?)", t)
+					}
+					p.addf(v, "unknown command tag %q in %s: Postgres never reports it, so it would never match%s", s, where, hint)
 				case isCommandTag(s):
 					if !slices.Contains(pg.Tags, s) {
 						pg.Tags = append(pg.Tags, s)

@@ -281,6 +281,16 @@ func TestParseProblems(t *testing.T) {
 			lines: []int{6},
 			want:  "unknown statement class",
 		},
+		"command tag postgres never reports": {
+			doc:   rule(okRule, "postgres:", "  statements: [SELECT, TRUNCATE]"),
+			lines: []int{6},
+			want:  `unknown command tag "TRUNCATE" in rule "r": Postgres never reports it, so it would never match (did you mean "TRUNCATE TABLE"?)`,
+		},
+		"misspelt command tag": {
+			doc:   rule(okRule, "postgres:", "  statements: [SELEKT]"),
+			lines: []int{6},
+			want:  `(did you mean "SELECT"?)`,
+		},
 		"unknown postgres key": {
 			doc:   rule(okRule, "postgres:", "  database: [app]"),
 			lines: []int{6},

@@ -1,0 +1,42 @@
+package classify
+
+import "testing"
+
+func TestTags(t *testing.T) {
+	tests := map[string]struct {
+		tag     string
+		known   bool
+		suggest string
+	}{
+		"select":            {tag: "SELECT", known: true},
+		"truncate is short": {tag: "TRUNCATE", suggest: "TRUNCATE TABLE"},
+		"typo":              {tag: "SELEKT", suggest: "SELECT"},
+		"postern's own":     {tag: "FUNCTION CALL", known: true},
+		"nothing close":     {tag: "FROBNICATE THE DATABASE"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := KnownTag(tc.tag); got != tc.known {
+				t.Fatalf("KnownTag(%q): got %v, want %v", tc.tag, got, tc.known)
+			}
+			if tc.known {
+				return
+			}
+			if got := SuggestTag(tc.tag); got != tc.suggest {
+				t.Fatalf("SuggestTag(%q): got %q, want %q", tc.tag, got, tc.suggest)
+			}
+		})
+	}
+}
+
+// TestClassifierTagsAreKnown: every tag the classifier gives a statement of
+// the corpus is one a policy may name.
+func TestClassifierTagsAreKnown(t *testing.T) {
+	for sql := range corpus {
+		for _, st := range Classify(sql).Statements {
+			if st.Tag != "" && !KnownTag(st.Tag) {
+				t.Errorf("%q: tag %q is not a known command tag", sql, st.Tag)
+			}
+		}
+	}
+}
