@@ -280,6 +280,21 @@ func (s *session) parse(ctx context.Context, name, sql string, body []byte) erro
 		return nil
 	}
 	s.lastParse = sql
+	if len(stmts) == 1 {
+		// SQL PREPARE and DEALLOCATE sent through the extended protocol:
+		// follow them when parsed (the server acts when they execute; until
+		// then a Bind of the name fails there anyway).
+		switch {
+		case st.Tag == "PREPARE" && st.Prepared != nil && st.Prepared.Statement != nil:
+			np := &prepared{sql: sql, st: *st.Prepared.Statement}
+			if old := s.prepared[st.Prepared.Name]; old != nil && old.st.Class.Rank() > np.st.Class.Rank() {
+				np = old
+			}
+			s.prepared[st.Prepared.Name] = np
+		case st.Deallocates != "":
+			delete(s.prepared, st.Deallocates)
+		}
+	}
 	return s.forward('P', body)
 }
 

@@ -617,3 +617,22 @@ func TestLargeResultsFlatMemory(t *testing.T) {
 type countWriter struct{ n int64 }
 
 func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+// TestSQLPrepareThroughExtended: a statement prepared with SQL PREPARE sent
+// through the extended protocol can be bound by name, and is decided as
+// what it prepared.
+func TestSQLPrepareThroughExtended(t *testing.T) {
+	h := serve(t, readers{}, 0)
+	c := h.connect(t, "")
+	ctx := context.Background()
+	if _, err := c.Exec(ctx, "PREPARE sq1 AS SELECT 40 + $1::int"); err != nil {
+		t.Fatal(err)
+	}
+	p := c.PgConn().ExecPrepared(ctx, "sq1", [][]byte{[]byte("2")}, nil, nil).Read()
+	if p.Err != nil || len(p.Rows) != 1 || string(p.Rows[0][0]) != "42" {
+		t.Fatalf("executing sq1 by name: %v %v", p.Err, p.Rows)
+	}
+	if _, err := c.Exec(ctx, "PREPARE sq2 AS DELETE FROM nowhere"); pgCode(err) != "42501" {
+		t.Fatalf("preparing a write: got %v, want 42501", err)
+	}
+}
