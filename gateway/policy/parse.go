@@ -366,7 +366,7 @@ func (p *parser) postgres(f field, where string) *PostgresRule {
 					}
 				case isCommandTag(s) && !classify.KnownTag(s):
 					hint := ""
-					if t := classify.SuggestTag(s); t != "" {
+					if t := suggestTag(s); t != "" {
 						hint = fmt.Sprintf(" (did you mean %q?)", t)
 					}
 					p.addf(v, "unknown command tag %q in %s: Postgres never reports it, so it would never match%s", s, where, hint)
@@ -695,6 +695,18 @@ func (p *parser) unknownKey(f field, where string, known []string) {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	p.addf(f.key, "%s", msg)
+}
+
+// suggestTag returns the known command tag that s abbreviates ("TRUNCATE"
+// for "TRUNCATE TABLE") or misspells, if any.
+func suggestTag(s string) string {
+	tags := classify.Tags()
+	for _, t := range tags {
+		if strings.HasPrefix(t, s+" ") {
+			return t
+		}
+	}
+	return closest(s, tags)
 }
 
 // closest returns the known word within edit distance 2 of s, if any.

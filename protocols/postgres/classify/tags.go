@@ -1,9 +1,6 @@
 package classify
 
-import (
-	"slices"
-	"strings"
-)
+import "slices"
 
 // commandTags are the command tags Postgres reports (its cmdtaglist.h, with
 // MERGE from 15), and the ones Postern gives what Postgres has no tag for.
@@ -53,40 +50,5 @@ var commandTags = []string{
 // reports, so that a policy naming it can match.
 func KnownTag(tag string) bool { return slices.Contains(commandTags, tag) }
 
-// SuggestTag returns a known tag close to an unknown one ("TRUNCATE" →
-// "TRUNCATE TABLE", "SELEKT" → "SELECT"), or "".
-func SuggestTag(tag string) string {
-	for _, t := range commandTags {
-		if strings.HasPrefix(t, tag+" ") {
-			return t
-		}
-	}
-	best, dist := "", 3
-	for _, t := range commandTags {
-		if d := editDistance(tag, t); d < dist {
-			best, dist = t, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
+// Tags returns the command tags KnownTag knows, in order.
+func Tags() []string { return slices.Clone(commandTags) }

@@ -4,26 +4,18 @@ import "testing"
 
 func TestTags(t *testing.T) {
 	tests := map[string]struct {
-		tag     string
-		known   bool
-		suggest string
+		tag   string
+		known bool
 	}{
-		"select":            {tag: "SELECT", known: true},
-		"truncate is short": {tag: "TRUNCATE", suggest: "TRUNCATE TABLE"},
-		"typo":              {tag: "SELEKT", suggest: "SELECT"},
-		"postern's own":     {tag: "FUNCTION CALL", known: true},
-		"nothing close":     {tag: "FROBNICATE THE DATABASE"},
+		"select":        {tag: "SELECT", known: true},
+		"truncate":      {tag: "TRUNCATE"},
+		"typo":          {tag: "SELEKT"},
+		"postern's own": {tag: "FUNCTION CALL", known: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			if got := KnownTag(tc.tag); got != tc.known {
 				t.Fatalf("KnownTag(%q): got %v, want %v", tc.tag, got, tc.known)
-			}
-			if tc.known {
-				return
-			}
-			if got := SuggestTag(tc.tag); got != tc.suggest {
-				t.Fatalf("SuggestTag(%q): got %q, want %q", tc.tag, got, tc.suggest)
 			}
 		})
 	}
