@@ -51,7 +51,7 @@ func BenchmarkPgbench(b *testing.B) {
 	}
 	initBenchDB(b)
 	base := []string{"-n", "-c", "4", "-j", "2"}
-	scripts := map[string][]string{"select": {"-S"}, "tpcb": {}}
+	scripts := map[string][]string{"select": {"-S"}, "tpcb": {}, "select-prepared": {"-S", "-M", "prepared"}}
 
 	paths := map[string][]string{"direct": {"PGHOST=127.0.0.1", "PGPORT=5432", "PGSSLMODE=disable"}}
 	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
@@ -80,7 +80,7 @@ func BenchmarkPgbench(b *testing.B) {
 			return pgbench(b, paths[transport], append(base, "-S", "-t", "1")) == nil
 		})
 	}
-	for _, script := range []string{"select", "tpcb"} {
+	for _, script := range []string{"select", "select-prepared", "tpcb"} {
 		for _, path := range []string{"direct", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
 			b.Run(script+"/"+path, func(b *testing.B) {
 				perClient := max(b.N/4, 1)

@@ -5,7 +5,7 @@
 #                 (./integration/)
 #   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy (./protocols/tunnel/...)
 #   relay         BenchmarkRelay (./protocols/tcp/)
-#   postgres      BenchmarkPgbench/{select,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
+#   postgres      BenchmarkPgbench/{select,select-prepared,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
 #                 (./integration/, pgbench against 127.0.0.1:5432), and the
 #                 handler's own: BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
