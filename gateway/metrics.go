@@ -17,6 +17,8 @@ type metrics struct {
 	agents   prometheus.Gauge
 	panics   prometheus.Counter
 	enrolled *prometheus.CounterVec
+	pgQuery  *prometheus.CounterVec
+	pgCancel *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -36,8 +38,12 @@ func newMetrics() *metrics {
 			Help: "Connection handlers that panicked and were recovered."}),
 		enrolled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_certificates_issued_total",
 			Help: "SVIDs issued over the API, by kind of request (enroll, renew) and result."}, []string{"request", "result"}),
+		pgQuery: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_postgres_queries_total",
+			Help: "Postgres queries (a Query or an Execute) decided, by verdict (allow, deny) and statement class."}, []string{"verdict", "class"}),
+		pgCancel: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_postgres_cancels_total",
+			Help: "Postgres CancelRequests, by whether their key was a live session's (true, false)."}, []string{"known"}),
 	}
-	m.reg.MustRegister(m.sessions, m.refused, m.bytes, m.active, m.agents, m.panics, m.enrolled,
+	m.reg.MustRegister(m.sessions, m.refused, m.bytes, m.active, m.agents, m.panics, m.enrolled, m.pgQuery, m.pgCancel,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -51,11 +52,13 @@ func (s *Server) servePostgres(ctx context.Context, conn *tls.Conn, sid string, 
 	}
 	res := postgres.Serve(ctx, conn, postgres.Config{Session: sid, Identity: id, Groups: groups, Service: service,
 		Authorizer: s.policy, Recorder: s.recorder, Classifier: s.pgClass, Keys: s.pgKeys, Open: open,
-		CaptureRows: capture, StartupTimeout: s.cfg.HandshakeTimeout, Logger: s.log})
+		CaptureRows: capture, StartupTimeout: s.cfg.HandshakeTimeout, Logger: s.log,
+		Decided: func(verdict, class string) { s.metrics.pgQuery.WithLabelValues(verdict, class).Inc() }})
 	if started {
 		s.metrics.active.Dec()
 	}
 	if res.Cancel {
+		s.metrics.pgCancel.WithLabelValues(strconv.FormatBool(res.CancelKnown)).Inc()
 		s.log.InfoContext(ctx, "postgres cancel request", "identity", id.String(), "service", service,
 			"source", begin.Source, "known_key", res.CancelKnown, "err", errString(res.Err))
 		return
@@ -118,6 +121,7 @@ func (s *Server) cancelPostgres(ctx context.Context, raw net.Conn, br *bufio.Rea
 	cctx, cancel := context.WithTimeout(ctx, replyTimeout)
 	defer cancel()
 	known, err := s.pgKeys.Cancel(cctx, *st.Cancel)
+	s.metrics.pgCancel.WithLabelValues(strconv.FormatBool(known)).Inc()
 	s.log.Info("postgres cancel request", "source", source, "known_key", known, "err", errString(err))
 }
 

@@ -156,6 +156,24 @@ func TestPostgresThreeRoles(t *testing.T) {
 				who, denied, allowed, want, 3*len(attempts)-want)
 		}
 	}
+	// The decisions are counted for operators: per client the analyst was
+	// refused 3 attempts, the writer 2 and the DBA none: 15 in all.
+	code, body, err := httpGet("http://" + g.srv.OpsAddr().String() + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /metrics: %d %v", code, err)
+	}
+	denied := 0.0
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, `postern_postgres_queries_total{class=`) && strings.Contains(line, `verdict="deny"`) {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			denied += v
+		}
+	}
+	if denied != 15 {
+		t.Errorf("postern_postgres_queries_total counts %v refusals, want 15", denied)
+	}
+
 	var idx int
 	if err := su.QueryRow(context.Background(), "SELECT count(*) FROM pg_indexes WHERE tablename = $1", table).Scan(&idx); err != nil {
 		t.Fatal(err)

@@ -229,6 +229,7 @@ func (s *session) query(ctx context.Context, sql string, body []byte) error {
 		}
 	}
 	ev.Verdict, ev.Rule = protocols.VerdictAllow, decision.Rule
+	s.cfg.Decided(ev.Verdict, ev.Class)
 	s.push(&item{kind: itemQuery, start: time.Now(), ev: ev})
 	return s.forward('Q', body)
 }
@@ -323,6 +324,7 @@ func (s *session) execute(ctx context.Context, name string, body []byte) error {
 		return nil
 	}
 	ev.Verdict, ev.Rule = protocols.VerdictAllow, d.Rule
+	s.cfg.Decided(ev.Verdict, ev.Class)
 	it.start = time.Now()
 	s.push(it)
 	return s.forward('E', body)
@@ -351,6 +353,7 @@ func (s *session) refuseCode(ev *protocols.PostgresQueryEvent, d protocols.Decis
 	}
 	ev.Verdict, ev.Rule, ev.Reason = protocols.VerdictDeny, d.Rule, joinReason(reason, ev.Reason)
 	ev.Code = code
+	s.cfg.Decided(protocols.VerdictDeny, ev.Class)
 	ev.Error = fmt.Sprintf("Postern: rule %q refuses this statement: %s", d.Rule, reason)
 	if code != "42501" {
 		ev.Error = "Postern: " + reason

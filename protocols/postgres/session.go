@@ -62,6 +62,10 @@ type Config struct {
 	// startup parameters the server is to get (already authorized).
 	Open func(ctx context.Context, user, database string, params map[string]string) (*Upstream, error)
 
+	// Decided, if set, is told of every query decided: verdict (allow,
+	// deny) and class, for metrics.
+	Decided func(verdict, class string)
+
 	CaptureRows    int           // result rows kept per query in the recording
 	MaxMessage     int           // limit on one client message, DefaultMaxMessage if 0
 	StartupTimeout time.Duration // for the client's startup message, 10s if 0
@@ -102,6 +106,9 @@ func Serve(ctx context.Context, client net.Conn, cfg Config) (res Result) {
 	}
 	if cfg.Classifier == nil {
 		cfg.Classifier = classify.New(0)
+	}
+	if cfg.Decided == nil {
+		cfg.Decided = func(string, string) {}
 	}
 	s := &session{cfg: cfg, client: client,
 		cr: bufio.NewReaderSize(client, 32<<10), cw: bufio.NewWriterSize(client, 32<<10),
