@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,42 @@ func TestPostgresThreeRoles(t *testing.T) {
 	if idx != 1+3 { // the primary key, and the DBA's index from each client
 		t.Errorf("got %d indexes on %s, want 4: only the DBA's CREATE INDEX may have run", idx, table)
 	}
+}
+
+// TestPostgresPolicyReloadInSession: a policy change applies to the next
+// statement of a session already open, in both directions.
+func TestPostgresPolicyReloadInSession(t *testing.T) {
+	requirePostgres(t)
+	g := startGateway(t, rolesPolicy)
+	startAgent(t, g, "db1", "tls", t.TempDir(),
+		agent.Service{Name: "pg", Protocol: "postgres", Address: pgAddr}).waitConnected(t)
+	table := pgTable(t, "reload")
+	c := pgConnect(t, g, issue(t, g, "spiffe://postern.local/user/wes", "writers"), "postgres", "test")
+	ctx := context.Background()
+	update := "UPDATE " + table + " SET v = 'x' WHERE id = 1"
+	if _, err := c.Exec(ctx, update); err != nil {
+		t.Fatalf("writer before the reload: %v", err)
+	}
+	write := func(text string) {
+		t.Helper()
+		tmp := g.cfg.PolicyPath + ".new"
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, g.cfg.PolicyPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readOnly := strings.Replace(rolesPolicy, "statements: [read, write]", "statements: [read]", 1)
+	write(readOnly)
+	waitFor(t, 5*time.Second, "writes refused after the reload", func() bool {
+		_, err := c.Exec(ctx, update)
+		return pgCode(err) == "42501"
+	})
+	wantUsable(t, c, "a refusal after the reload")
+	write(rolesPolicy)
+	waitFor(t, 5*time.Second, "writes allowed again", func() bool {
+		_, err := c.Exec(ctx, update)
+		return err == nil
+	})
 }
