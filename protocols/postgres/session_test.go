@@ -636,3 +636,41 @@ func TestSQLPrepareThroughExtended(t *testing.T) {
 		t.Fatalf("preparing a write: got %v, want 42501", err)
 	}
 }
+
+// TestNegotiateProtocolVersion: a client asking for protocol 3.2 and a
+// _pq_ option is told 3.0, with the option declined, and then logs in.
+func TestNegotiateProtocolVersion(t *testing.T) {
+	h := serve(t, readers{}, 0)
+	conn, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := pgproto3.NewFrontend(conn, conn)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion32,
+		Parameters: map[string]string{"user": "postgres", "database": "postgres", "_pq_.test_option": "1"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	npv, ok := m.(*pgproto3.NegotiateProtocolVersion)
+	if !ok || npv.NewestMinorProtocol != 0 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.test_option" {
+		t.Fatalf("got %#v, want NegotiateProtocolVersion 3.0 declining _pq_.test_option", m)
+	}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after negotiation: %v", err)
+		}
+		if _, ok := m.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("login failed: %#v", m)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			return
+		}
+	}
+}
