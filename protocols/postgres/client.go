@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -229,7 +230,7 @@ func (s *session) query(ctx context.Context, sql string, body []byte) error {
 		}
 	}
 	ev.Verdict, ev.Rule = protocols.VerdictAllow, decision.Rule
-	s.cfg.Decided(ev.Verdict, ev.Class)
+	s.decided(ev.Verdict, ev.Class)
 	s.push(&item{kind: itemQuery, start: time.Now(), ev: ev})
 	return s.forward('Q', body)
 }
@@ -324,10 +325,16 @@ func (s *session) execute(ctx context.Context, name string, body []byte) error {
 		return nil
 	}
 	ev.Verdict, ev.Rule = protocols.VerdictAllow, d.Rule
-	s.cfg.Decided(ev.Verdict, ev.Class)
+	s.decided(ev.Verdict, ev.Class)
 	it.start = time.Now()
 	s.push(it)
 	return s.forward('E', body)
+}
+
+func (s *session) decided(verdict, class string) {
+	if s.cfg.Decided != nil {
+		s.cfg.Decided(verdict, class)
+	}
 }
 
 func tags(st classify.Statement) []string {
@@ -353,8 +360,11 @@ func (s *session) refuseCode(ev *protocols.PostgresQueryEvent, d protocols.Decis
 	}
 	ev.Verdict, ev.Rule, ev.Reason = protocols.VerdictDeny, d.Rule, joinReason(reason, ev.Reason)
 	ev.Code = code
-	s.cfg.Decided(protocols.VerdictDeny, ev.Class)
+	s.decided(protocols.VerdictDeny, ev.Class)
 	ev.Error = fmt.Sprintf("Postern: rule %q refuses this statement: %s", d.Rule, reason)
+	if strings.Contains(reason, strconv.Quote(d.Rule)) { // the policy named it already
+		ev.Error = "Postern refuses this statement: " + reason
+	}
 	if code != "42501" {
 		ev.Error = "Postern: " + reason
 	}
