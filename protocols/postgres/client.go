@@ -142,7 +142,7 @@ func (s *session) clientMessage(ctx context.Context, typ byte, body []byte) erro
 		st := classify.Statement{Class: classify.Admin, Base: classify.Admin, Tag: "FUNCTION CALL",
 			Reason: "a fast-path function call runs a function by its OID"}
 		ev := &protocols.PostgresQueryEvent{SQL: "(fast-path function call)", Protocol: "simple", Class: string(st.Class), Tags: []string{st.Tag}}
-		d := s.authorize(ctx, st)
+		d := s.authorize(ctx, &st)
 		if !d.Allow {
 			s.refuse(ev, d, st, true)
 			return nil
@@ -176,6 +176,7 @@ func (s *session) query(ctx context.Context, sql string, body []byte) error {
 	var decision protocols.Decision
 	decision.Allow = true
 	for i, st := range stmts {
+		st = s.effective(st)
 		if st.Executes() {
 			if p := lookup(st.Prepared.Name); p != nil {
 				st = st.Resolve(p.st)
@@ -197,7 +198,7 @@ func (s *session) query(ctx context.Context, sql string, body []byte) error {
 		class = class.Stronger(st.Class)
 		ev.Tags = append(ev.Tags, st.Tag)
 		if decision.Allow {
-			d := s.authorize(ctx, st)
+			d := s.authorize(ctx, &st)
 			if !d.Allow {
 				decision = d
 				if st.Reason != "" {
@@ -265,7 +266,7 @@ func (s *session) parse(ctx context.Context, name, sql string, body []byte) erro
 	if old := s.prepared[name]; name != "" && old != nil && old.st.Class.Rank() > st.Class.Rank() {
 		np = old
 	}
-	d := s.authorize(ctx, st)
+	d := s.authorize(ctx, &st)
 	if name == "" || d.Allow {
 		// A refused named statement never reaches the server, so its name
 		// stays free; the unnamed one is the client's latest either way
@@ -318,8 +319,8 @@ func (s *session) execute(ctx context.Context, name string, body []byte) error {
 	if p != nil {
 		it.stmt, it.format = p.stmt, p.formats
 	}
+	d := s.authorize(ctx, &st)
 	ev.Class, ev.Tags = string(st.Class), tags(st)
-	d := s.authorize(ctx, st)
 	if !d.Allow {
 		s.refuse(ev, d, st, false)
 		return nil

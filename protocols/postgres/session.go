@@ -303,7 +303,7 @@ func (s *session) startupParams(ctx context.Context, st *Startup) (map[string]st
 	params := map[string]string{}
 	var unknown []string
 	check := func(what string, stmt classify.Statement) *protocols.Decision {
-		dd := s.authorize(ctx, stmt)
+		dd := s.authorize(ctx, &stmt)
 		if dd.Allow {
 			return nil
 		}
@@ -421,15 +421,24 @@ func parseOptions(v string) (settings [][2]string, ok bool) {
 }
 
 // authorize asks the policy about one statement of this session.
-func (s *session) authorize(ctx context.Context, st classify.Statement) protocols.Decision {
-	if why := s.unsafe.Load(); why != nil && !st.TxControl {
-		st = classify.Statement{Class: classify.Admin, Base: classify.Admin, Tag: st.Tag, Reason: *why}
-	}
+// While the server reads text differently from the parser, *st becomes an
+// admin statement saying why, so that refusals explain themselves.
+func (s *session) authorize(ctx context.Context, st *classify.Statement) protocols.Decision {
+	*st = s.effective(*st)
 	pg := s.pg
 	pg.Class, pg.Tag, pg.TagExact, pg.TxControl = string(st.Class), st.Tag, st.Class == st.Base, st.TxControl
 	req := s.req
 	req.Postgres = &pg
 	return s.cfg.Authorizer.Authorize(ctx, req)
+}
+
+// effective is st as the session must judge it: admin, saying why, while
+// the server reads text differently from the parser.
+func (s *session) effective(st classify.Statement) classify.Statement {
+	if why := s.unsafe.Load(); why != nil && !st.TxControl {
+		return classify.Statement{Class: classify.Admin, Base: classify.Admin, Tag: st.Tag, Reason: *why}
+	}
+	return st
 }
 
 // watchParameter follows the server's reports of the settings that decide

@@ -674,3 +674,38 @@ func TestNegotiateProtocolVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsafeServerSettings: when the server reads string literals
+// differently from the parser (here a role whose default turns
+// standard_conforming_strings off), every statement but transaction control
+// counts as admin.
+func TestUnsafeServerSettings(t *testing.T) {
+	ctx := context.Background()
+	direct, err := pgx.Connect(ctx, "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	role := fmt.Sprintf("postern_scs_%d", time.Now().UnixNano())
+	for _, q := range []string{"CREATE ROLE " + role + " LOGIN", "ALTER ROLE " + role + " SET standard_conforming_strings = off"} {
+		if _, err := direct.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer direct.Exec(ctx, "DROP ROLE "+role)
+	h := serve(t, readers{}, 0)
+	host, port, _ := net.SplitHostPort(h.addr)
+	c, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s user=%s dbname=postgres sslmode=disable", host, port, role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, "SELECT 'a\\'; SELECT 1", pgx.QueryExecModeSimpleProtocol)
+	if pgCode(err) != "42501" || !strings.Contains(err.Error(), "standard_conforming_strings") {
+		t.Fatalf("got %v, want 42501 naming standard_conforming_strings", err)
+	}
+	if _, err := c.Exec(ctx, "BEGIN", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("transaction control: %v", err)
+	}
+	c.Exec(ctx, "ROLLBACK", pgx.QueryExecModeSimpleProtocol)
+}
