@@ -14,6 +14,10 @@ import (
 // bounded by its size times this length.
 const MaxCachedLen = 8 << 10
 
+// MaxCacheBytes bounds the statement text each of a Classifier's caches
+// holds, whatever its count: 10,000 long statements do not take 80 MB.
+const MaxCacheBytes = 16 << 20
+
 // constReads counts, in every goroutine, the classifier's reads of a
 // constant's value (constValue). A classification during which it did not
 // move read no constant, so it holds for every query of the same shape.
@@ -101,7 +105,8 @@ func (c *Classifier) ShapeLen() int { return c.shape.len() }
 
 // lru is a bounded cache of Results by key.
 type lru struct {
-	size int
+	size  int
+	bytes int // text held, bounded by MaxCacheBytes
 
 	mu    sync.Mutex
 	order *list.List // of *cacheEntry, most recently used first
@@ -140,10 +145,13 @@ func (l *lru) put(key string, res Result) {
 	}
 	key = strings.Clone(key) // do not pin the caller's buffer
 	l.items[key] = l.order.PushFront(&cacheEntry{key: key, res: res.clone()})
-	for l.order.Len() > l.size {
+	l.bytes += len(key)
+	for l.order.Len() > l.size || l.bytes > MaxCacheBytes {
 		last := l.order.Back()
 		l.order.Remove(last)
-		delete(l.items, last.Value.(*cacheEntry).key)
+		k := last.Value.(*cacheEntry).key
+		delete(l.items, k)
+		l.bytes -= len(k)
 	}
 }
 

@@ -123,3 +123,25 @@ func TestClassifierShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestClassifierByteBudget: long statements are evicted by their size
+// before the count is reached.
+func TestClassifierByteBudget(t *testing.T) {
+	c := New(100000)
+	n := MaxCacheBytes/(MaxCachedLen-100) + 10
+	for i := range n {
+		c.Classify(fmt.Sprintf("select '%s' as c%d", strings.Repeat("x", MaxCachedLen-120), i))
+	}
+	if got := c.ShapeLen(); got != n {
+		t.Fatalf("got %d shapes, want %d: the test needs distinct statements", got, n)
+	}
+	if got := c.Len(); got >= n {
+		t.Fatalf("got %d entries of ~8 KiB, want fewer than %d (a %d-byte budget)", got, n, MaxCacheBytes)
+	}
+	c.exact.mu.Lock()
+	b := c.exact.bytes
+	c.exact.mu.Unlock()
+	if b > MaxCacheBytes {
+		t.Fatalf("cache holds %d bytes, over its budget of %d", b, MaxCacheBytes)
+	}
+}
