@@ -79,6 +79,19 @@ type gw struct {
 
 func (g *gw) addr() string { return g.srv.Addr().String() }
 
+// writePolicy replaces the gateway's policy file by rename, the way editors
+// and config managers do.
+func (g *gw) writePolicy(t testing.TB, text string) {
+	t.Helper()
+	tmp := g.cfg.PolicyPath + ".new"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, g.cfg.PolicyPath); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (g *gw) stop(t testing.TB) {
 	t.Helper()
 	g.cancel()

@@ -91,17 +91,7 @@ func TestPolicyReload(t *testing.T) {
 	if err := echoOnce(g, "echo", bob); err == nil {
 		t.Fatal("bob got through before the policy allowed him")
 	}
-	write := func(text string) {
-		t.Helper()
-		// Replace by rename, the way editors and config managers do.
-		tmp := g.cfg.PolicyPath + ".new"
-		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, g.cfg.PolicyPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(text string) { g.writePolicy(t, text) }
 	write(basePolicy + `  - name: bob-echo
     identities: [spiffe://postern.local/user/bob]
     services: [echo]

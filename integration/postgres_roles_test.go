@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -198,16 +197,7 @@ func TestPostgresPolicyReloadInSession(t *testing.T) {
 	if _, err := c.Exec(ctx, update); err != nil {
 		t.Fatalf("writer before the reload: %v", err)
 	}
-	write := func(text string) {
-		t.Helper()
-		tmp := g.cfg.PolicyPath + ".new"
-		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, g.cfg.PolicyPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(text string) { g.writePolicy(t, text) }
 	readOnly := strings.Replace(rolesPolicy, "statements: [read, write]", "statements: [read]", 1)
 	write(readOnly)
 	waitFor(t, 5*time.Second, "writes refused after the reload", func() bool {
