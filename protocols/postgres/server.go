@@ -66,8 +66,26 @@ func (s *session) fromServer() error {
 }
 
 // serverMessage follows one inspected message; it returns the encoded
-// message to send instead, or nil to send the message as it came.
+// message to send instead, or nil to send the message as it came. The
+// queries it completes are recorded after the queue's lock is let go.
 func (s *session) serverMessage(typ byte, body []byte) []byte {
+	out := s.follow(typ, body)
+	s.recordFinished()
+	return out
+}
+
+// recordFinished records the queries complete has set aside.
+func (s *session) recordFinished() {
+	s.mu.Lock()
+	done := s.finished
+	s.finished = nil
+	s.mu.Unlock()
+	for _, ev := range done {
+		s.record(ev)
+	}
+}
+
+func (s *session) follow(typ byte, body []byte) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var f *item
@@ -111,8 +129,8 @@ func (s *session) serverMessage(typ byte, body []byte) []byte {
 					break
 				}
 			}
-			s.record(&protocols.PostgresQueryEvent{SQL: sql, Protocol: "extended", Verdict: protocols.VerdictAllow,
-				Code: e.Code, Error: e.Message})
+			s.finished = append(s.finished, &protocols.PostgresQueryEvent{SQL: sql, Protocol: "extended",
+				Verdict: protocols.VerdictAllow, Code: e.Code, Error: e.Message})
 		}
 	case 'C':
 		var c pgproto3.CommandComplete
@@ -251,12 +269,13 @@ func (s *session) notRun(it *item, code string) {
 	s.complete(it)
 }
 
-// complete records a finished query. Called with s.mu held.
+// complete sets a finished query aside to be recorded. Called with s.mu
+// held.
 func (s *session) complete(it *item) {
 	if !it.start.IsZero() {
 		it.ev.Duration = math.Round(float64(time.Since(it.start))/float64(time.Millisecond)*1000) / 1000
 	}
-	s.record(it.ev)
+	s.finished = append(s.finished, it.ev)
 }
 
 func (s *session) record(ev *protocols.PostgresQueryEvent) {
@@ -266,6 +285,7 @@ func (s *session) record(ev *protocols.PostgresQueryEvent) {
 // abandon records the queries the server never answered because the
 // session ended first.
 func (s *session) abandon() {
+	defer s.recordFinished()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, it := range s.queue {

@@ -234,8 +234,9 @@ type session struct {
 	buf          []byte
 
 	// Shared by both loops.
-	mu    sync.Mutex
-	queue []*item
+	mu       sync.Mutex
+	queue    []*item
+	finished []*protocols.PostgresQueryEvent // completed, to be recorded outside mu
 }
 
 // prepared is what the session knows of a prepared statement.
