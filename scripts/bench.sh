@@ -7,7 +7,8 @@
 #   relay         BenchmarkRelay (./protocols/tcp/)
 #   postgres      BenchmarkPgbench/{select,select-prepared,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
 #                 (./integration/, pgbench against 127.0.0.1:5432), and the
-#                 handler's own: BenchmarkClassify, BenchmarkClassifyShape,
+#                 handler's own: BenchmarkQuery (./protocols/postgres/),
+#                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
 #
 # The raw `go test` output goes to bin/bench.out (BENCH_OUT to change it);
@@ -72,6 +73,7 @@ run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy)$' -benchtime "$micro
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
 run postgres -bench '^BenchmarkPgbench$' -benchtime "$benchtime" -count "$count" ./integration/
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
+run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
 run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
 
 echo
