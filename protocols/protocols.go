@@ -57,6 +57,9 @@ type PostgresRequest struct {
 	// TxControl marks BEGIN, COMMIT, ROLLBACK, SAVEPOINT…, which every
 	// rule that admits the session allows.
 	TxControl bool
+	// Setting marks a startup parameter decided like the statement SET:
+	// part of the session's startup, not counted against a rule's rate.
+	Setting bool
 }
 
 // Decision is an Authorizer's verdict. Rule names the rule that made it, or
@@ -69,6 +72,9 @@ type Decision struct {
 	// rule that admits the session allows only read statements; the
 	// session's server side then starts with default_transaction_read_only.
 	ReadOnly bool
+	// RateLimited is set on a refusal because the identity went over the
+	// rate of the rule that would have allowed it.
+	RateLimited bool
 }
 
 // DefaultDeny is the rule name of a decision that no rule made.

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/postern/postern/protocols"
 )
@@ -11,7 +12,8 @@ import (
 // serves. Each decision uses one policy from start to end. The zero Engine
 // denies everything.
 type Engine struct {
-	p atomic.Pointer[Policy]
+	p      atomic.Pointer[Policy]
+	limits limits
 }
 
 var _ protocols.Authorizer = (*Engine)(nil)
@@ -30,7 +32,11 @@ func (e *Engine) Set(p *Policy) { e.p.Store(p) }
 // Policy returns the policy in force, nil if none was set.
 func (e *Engine) Policy() *Policy { return e.p.Load() }
 
-// Authorize decides with the policy in force; see Policy.Authorize.
+// Authorize decides with the policy in force (see Policy.Authorize), then
+// holds the identity to the rate of the rule that allowed a TCP connection
+// or a Postgres statement: over it, the decision is refused with
+// RateLimited set.
 func (e *Engine) Authorize(ctx context.Context, r protocols.Request) protocols.Decision {
-	return e.p.Load().Authorize(ctx, r)
+	p := e.p.Load()
+	return e.limits.limit(p, r, p.Authorize(ctx, r), time.Now())
 }

@@ -201,7 +201,7 @@ func (s *session) query(ctx context.Context, sql string, body []byte) error {
 			d := s.authorize(ctx, &st)
 			if !d.Allow {
 				decision = d
-				if st.Reason != "" {
+				if st.Reason != "" && !d.RateLimited {
 					decision.Reason += " (" + st.Reason + ")"
 				}
 			} else if decision.Rule == "" || st.Class != classify.Read {
@@ -349,7 +349,12 @@ func tags(st classify.Statement) []string {
 // simple-protocol refusal brings its own Sync; an extended-protocol one
 // discards the client's messages until the client's Sync.
 func (s *session) refuse(ev *protocols.PostgresQueryEvent, d protocols.Decision, st classify.Statement, simple bool) {
-	s.refuseCode(ev, d, st, simple, "42501")
+	code := "42501"
+	if d.RateLimited {
+		code = "53400" // configuration_limit_exceeded, as SPEC §7 says
+		st.Reason = ""
+	}
+	s.refuseCode(ev, d, st, simple, code)
 }
 
 // refuseCode is refuse with the SQLSTATE to show: 42501 for the policy,

@@ -304,7 +304,9 @@ func (s *session) startupParams(ctx context.Context, st *Startup) (map[string]st
 	params := map[string]string{}
 	var unknown []string
 	check := func(what string, stmt classify.Statement) *protocols.Decision {
+		s.pg.Setting = true
 		dd := s.authorize(ctx, &stmt)
+		s.pg.Setting = false
 		if dd.Allow {
 			return nil
 		}

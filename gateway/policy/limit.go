@@ -1,0 +1,89 @@
+package policy
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/postern/postern/protocols"
+)
+
+// ReasonRateLimited is the reason of a decision refused by a rule's rate.
+const ReasonRateLimited = "over the rate limit of rule"
+
+// limits holds the token buckets of rules' rates, one per rule and
+// identity. A bucket is found again after a reload while its rule keeps its
+// name and rate; buckets unused for idleBucket are dropped.
+type limits struct {
+	mu      sync.Mutex
+	buckets map[bucketKey]*bucket
+	sweep   time.Time
+}
+
+type bucketKey struct{ rule, rate, identity string }
+
+type bucket struct {
+	lim  *rate.Limiter
+	used time.Time
+}
+
+const idleBucket = 10 * time.Minute
+
+// allow takes one event from the bucket of rule r for identity id.
+func (l *limits) allow(r *Rule, id string, now time.Time) bool {
+	k := bucketKey{r.Name, r.Rate.String(), id}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = map[bucketKey]*bucket{}
+	}
+	if now.Sub(l.sweep) > idleBucket {
+		for k, b := range l.buckets {
+			if now.Sub(b.used) > idleBucket {
+				delete(l.buckets, k)
+			}
+		}
+		l.sweep = now
+	}
+	b := l.buckets[k]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(r.Rate.PerSecond()), r.Rate.Count)}
+		l.buckets[k] = b
+	}
+	b.used = now
+	return b.lim.AllowN(now, 1)
+}
+
+// limit applies the rate of the rule that allowed d to the request: a TCP
+// connection, or one Postgres statement (not a session's startup). HTTP
+// and gRPC apply their rates in their handlers.
+func (l *limits) limit(p *Policy, r protocols.Request, d protocols.Decision, now time.Time) protocols.Decision {
+	if !d.Allow || p == nil {
+		return d
+	}
+	switch {
+	case r.Postgres != nil && !r.Postgres.Startup && !r.Postgres.Setting:
+	case r.Postgres == nil && r.Protocol == protocols.TCP:
+	default:
+		return d
+	}
+	rule := p.rule(d.Rule)
+	if rule == nil || rule.Rate == nil || l.allow(rule, r.Identity.String(), now) {
+		return d
+	}
+	return protocols.Decision{Rule: d.Rule, Reason: ReasonRateLimited + " " + quoteName(d.Rule) + " (" + rule.Rate.String() + " per identity)",
+		RateLimited: true}
+}
+
+// rule returns the rule named name, nil if there is none.
+func (p *Policy) rule(name string) *Rule {
+	for i := range p.rules {
+		if p.rules[i].Name == name {
+			return &p.rules[i]
+		}
+	}
+	return nil
+}
+
+func quoteName(s string) string { return `"` + s + `"` }
