@@ -107,6 +107,9 @@ func Serve(ctx context.Context, client net.Conn, cfg Config) (res Result) {
 	if cfg.Classifier == nil {
 		cfg.Classifier = classify.New(0)
 	}
+	if cfg.Keys == nil {
+		cfg.Keys = NewKeys() // this session's cancels only
+	}
 	s := &session{cfg: cfg, client: client,
 		cr: bufio.NewReaderSize(client, 32<<10), cw: bufio.NewWriterSize(client, 32<<10),
 		prepared: map[string]*prepared{}, portals: map[string]*portal{}}
