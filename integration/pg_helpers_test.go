@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/postern/postern/agent"
-	"github.com/postern/postern/gateway/audit"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/pkitest"
 	"github.com/postern/postern/protocols"
@@ -244,13 +242,7 @@ func wantUsable(t testing.TB, c *pgx.Conn, after string) {
 }
 
 // pgRecording is one session's recording, with its Postgres events.
-type pgRecording struct {
-	id      string
-	start   protocols.SessionStart
-	end     *protocols.SessionEnd
-	queries []protocols.PostgresQueryEvent
-	denies  []protocols.AuthzDeny
-}
+type pgRecording = recorded
 
 // pgRecordings reads every recording of g whose identity is id, once they
 // have all ended and done (if not nil) is true of them, or after 10s; the
@@ -261,38 +253,13 @@ func pgRecordings(t testing.TB, g *gw, id string, done func([]pgRecording) bool)
 	var out []pgRecording
 	var last error
 	read := func() (bool, error) {
-		out = out[:0]
-		paths, err := filepath.Glob(filepath.Join(g.srv.Data().RecordingsPath(), "*.jsonl"))
+		all, err := readRecordings(g.srv.Data().RecordingsPath())
 		if err != nil {
 			return false, err
 		}
+		out = out[:0]
 		ended := true
-		for _, p := range paths {
-			var r pgRecording
-			err := audit.Read(p, func(rec audit.Record) error {
-				r.id = rec.Session
-				switch rec.Type {
-				case protocols.SessionStarted:
-					return json.Unmarshal(rec.Data, &r.start)
-				case protocols.SessionEnded:
-					r.end = &protocols.SessionEnd{}
-					return json.Unmarshal(rec.Data, r.end)
-				case protocols.AuthzDenied:
-					var d protocols.AuthzDeny
-					err := json.Unmarshal(rec.Data, &d)
-					r.denies = append(r.denies, d)
-					return err
-				case protocols.PostgresQuery:
-					var q protocols.PostgresQueryEvent
-					err := json.Unmarshal(rec.Data, &q)
-					r.queries = append(r.queries, q)
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				return false, fmt.Errorf("reading %s: %w", p, err)
-			}
+		for _, r := range all {
 			if r.start.Identity != id {
 				continue
 			}

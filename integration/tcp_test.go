@@ -96,58 +96,65 @@ func TestTCPEndToEnd(t *testing.T) {
 }
 
 type recorded struct {
-	id     string
-	start  protocols.SessionStart
-	end    *protocols.SessionEnd
-	denies []protocols.AuthzDeny
-	tcp    int64
+	id      string
+	start   protocols.SessionStart
+	end     *protocols.SessionEnd
+	denies  []protocols.AuthzDeny
+	tcp     int64
+	queries []protocols.PostgresQueryEvent
+}
+
+// readRecordings reads every recording in dir, ended or not.
+func readRecordings(dir string) ([]recorded, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var out []recorded
+	for _, p := range paths {
+		var r recorded
+		err := audit.Read(p, func(rec audit.Record) error {
+			r.id = rec.Session
+			switch rec.Type {
+			case protocols.SessionStarted:
+				return json.Unmarshal(rec.Data, &r.start)
+			case protocols.SessionEnded:
+				r.end = &protocols.SessionEnd{}
+				return json.Unmarshal(rec.Data, r.end)
+			case protocols.AuthzDenied:
+				var d protocols.AuthzDeny
+				err := json.Unmarshal(rec.Data, &d)
+				r.denies = append(r.denies, d)
+				return err
+			case protocols.TCPData:
+				var d protocols.TCPDataEvent
+				err := json.Unmarshal(rec.Data, &d)
+				r.tcp += d.Bytes
+				return err
+			case protocols.PostgresQuery:
+				var q protocols.PostgresQueryEvent
+				err := json.Unmarshal(rec.Data, &q)
+				r.queries = append(r.queries, q)
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", p, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // recordedSessions reads every finished recording of the gateway, after
 // giving the recorder time to flush the sessions that just ended.
 func recordedSessions(t testing.TB, g *gw) []recorded {
 	t.Helper()
-	dir := g.srv.Data().RecordingsPath()
 	var out []recorded
-	read := func() error {
-		out = out[:0]
-		paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-		if err != nil {
-			return err
-		}
-		for _, p := range paths {
-			var r recorded
-			err := audit.Read(p, func(rec audit.Record) error {
-				r.id = rec.Session
-				switch rec.Type {
-				case protocols.SessionStarted:
-					return json.Unmarshal(rec.Data, &r.start)
-				case protocols.SessionEnded:
-					r.end = &protocols.SessionEnd{}
-					return json.Unmarshal(rec.Data, r.end)
-				case protocols.AuthzDenied:
-					var d protocols.AuthzDeny
-					err := json.Unmarshal(rec.Data, &d)
-					r.denies = append(r.denies, d)
-					return err
-				case protocols.TCPData:
-					var d protocols.TCPDataEvent
-					err := json.Unmarshal(rec.Data, &d)
-					r.tcp += d.Bytes
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("reading %s: %w", p, err)
-			}
-			out = append(out, r)
-		}
-		return nil
-	}
 	var last error
 	waitFor(t, 5*time.Second, "recordings readable and ended", func() bool {
-		if last = read(); last != nil {
+		if out, last = readRecordings(g.srv.Data().RecordingsPath()); last != nil {
 			return false
 		}
 		for _, r := range out {
