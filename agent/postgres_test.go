@@ -113,7 +113,7 @@ func session(user, database string, params map[string]string) tunnel.Header {
 func query(t *testing.T, c net.Conn, br *bufio.Reader, sql string) ([]string, *pgproto3.ErrorResponse) {
 	t.Helper()
 	fe := sendQuery(t, c, br, sql)
-	return answer(t, fe)
+	return pgtest.Answer(t, fe)
 }
 
 func sendQuery(t *testing.T, c net.Conn, br *bufio.Reader, sql string) *pgproto3.Frontend {
@@ -124,27 +124,6 @@ func sendQuery(t *testing.T, c net.Conn, br *bufio.Reader, sql string) *pgproto3
 		t.Fatal(err)
 	}
 	return fe
-}
-
-func answer(t *testing.T, fe *pgproto3.Frontend) ([]string, *pgproto3.ErrorResponse) {
-	t.Helper()
-	var rows []string
-	var failed *pgproto3.ErrorResponse
-	for {
-		msg, err := fe.Receive()
-		if err != nil {
-			t.Fatalf("reading answer: %v", err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.DataRow:
-			rows = append(rows, string(m.Values[0]))
-		case *pgproto3.ErrorResponse:
-			e := *m
-			failed = &e
-		case *pgproto3.ReadyForQuery:
-			return rows, failed
-		}
-	}
 }
 
 func secret(p string) func(context.Context) (string, error) {
@@ -220,7 +199,7 @@ func TestServePostgres(t *testing.T) {
 			t.Errorf("cancel: got reply %+v, want OK", cr)
 		}
 		cc.Close()
-		if _, qerr := answer(t, fe); qerr == nil || qerr.Code != "57014" {
+		if _, qerr := pgtest.Answer(t, fe); qerr == nil || qerr.Code != "57014" {
 			t.Fatalf("got %v, want 57014", qerr)
 		}
 		if d := time.Since(start); d > 5*time.Second {

@@ -45,23 +45,7 @@ func query(t *testing.T, conn net.Conn, sql string) ([]string, *pgproto3.ErrorRe
 	if err := fe.Flush(); err != nil {
 		t.Fatalf("sending %q: %v", sql, err)
 	}
-	var rows []string
-	var failed *pgproto3.ErrorResponse
-	for {
-		msg, err := fe.Receive()
-		if err != nil {
-			t.Fatalf("reading answer to %q: %v", sql, err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.DataRow:
-			rows = append(rows, string(m.Values[0]))
-		case *pgproto3.ErrorResponse:
-			e := *m
-			failed = &e
-		case *pgproto3.ReadyForQuery:
-			return rows, failed
-		}
-	}
+	return pgtest.Answer(t, fe)
 }
 
 func TestOpen(t *testing.T) {
