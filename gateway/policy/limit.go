@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -72,7 +73,7 @@ func (l *limits) limit(p *Policy, r protocols.Request, d protocols.Decision, now
 	if rule == nil || rule.Rate == nil || l.allow(rule, r.Identity.String(), now) {
 		return d
 	}
-	return protocols.Decision{Rule: d.Rule, Reason: ReasonRateLimited + " " + quoteName(d.Rule) + " (" + rule.Rate.String() + " per identity)",
+	return protocols.Decision{Rule: d.Rule, Reason: ReasonRateLimited + " " + strconv.Quote(d.Rule) + " (" + rule.Rate.String() + " per identity)",
 		RateLimited: true}
 }
 
@@ -85,5 +86,3 @@ func (p *Policy) rule(name string) *Rule {
 	}
 	return nil
 }
-
-func quoteName(s string) string { return `"` + s + `"` }
