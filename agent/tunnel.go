@@ -59,20 +59,24 @@ func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 		log.Warn("opening control stream", "err", err)
 		return
 	}
-	log.Info("tunnel up", "gateway_id", sess.Peer().String(), "services", len(a.services))
-	select {
-	case a.connected <- sess.Transport():
-	default:
-	}
-
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.heartbeat(sctx, sess, ctl)
-	go func() { // pongs and anything else the gateway says
+	go func() { // the gateway's acknowledgement, pongs and anything else it says
 		for {
-			if _, err := ctl.Receive(); err != nil {
+			m, err := ctl.Receive()
+			if err != nil {
 				sess.Close()
 				return
+			}
+			if m.Type != tunnel.TypeAnnounced {
+				continue
+			}
+			// Only now does the gateway route the services to this tunnel.
+			log.Info("tunnel up", "gateway_id", sess.Peer().String(), "services", len(a.services))
+			select {
+			case a.connected <- sess.Transport():
+			default:
 			}
 		}
 	}()
@@ -108,7 +112,7 @@ func (a *Agent) openControl(ctx context.Context, sess tunnel.Session) (*tunnel.C
 // announcement tells the gateway the agent's services and, for Postgres,
 // how many rows of each query it records.
 func (a *Agent) announcement() tunnel.Message {
-	m := tunnel.Message{Type: "announce", Agent: a.cfg.Name}
+	m := tunnel.Message{Type: tunnel.TypeAnnounce, Agent: a.cfg.Name}
 	for _, s := range a.cfg.Services {
 		ts := tunnel.Service{Name: s.Name, Protocol: s.Protocol}
 		if s.Postgres != nil {
@@ -128,7 +132,7 @@ func (a *Agent) heartbeat(ctx context.Context, sess tunnel.Session, ctl *tunnel.
 			return
 		case <-t.C:
 		}
-		if err := ctl.Send(tunnel.Message{Type: "ping", Seq: seq}); err != nil {
+		if err := ctl.Send(tunnel.Message{Type: tunnel.TypePing, Seq: seq}); err != nil {
 			sess.Close()
 			return
 		}

@@ -78,20 +78,23 @@ func (s *Server) serveAgent(ctx context.Context, sess tunnel.Session) {
 		}
 		a.lastSeen.Store(time.Now().UnixNano())
 		switch m.Type {
-		case "announce":
+		case tunnel.TypeAnnounce:
 			s.reg.announce(a, m.Services)
 			names := make([]string, 0, len(m.Services))
 			for _, sv := range m.Services {
 				names = append(names, sv.Name+"="+sv.Protocol)
 			}
 			log.Info("agent announced services", "services", strings.Join(names, ","))
+			if err := ctl.Send(tunnel.Message{Type: tunnel.TypeAnnounced}); err != nil {
+				return
+			}
 			if err := s.data.Store.UpsertAgent(ctx, store.Agent{Name: name, ID: sess.Peer().String(),
 				Transport: sess.Transport(), Services: names, Source: sess.RemoteAddr().String(),
 				LastSeen: time.Now()}); err != nil {
 				log.Warn("recording agent", "err", err)
 			}
-		case "ping":
-			if err := ctl.Send(tunnel.Message{Type: "pong", Seq: m.Seq}); err != nil {
+		case tunnel.TypePing:
+			if err := ctl.Send(tunnel.Message{Type: tunnel.TypePong, Seq: m.Seq}); err != nil {
 				return
 			}
 		}

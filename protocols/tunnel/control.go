@@ -15,9 +15,10 @@ const MaxControlMessage = 1 << 20
 
 // Message types.
 const (
-	TypeAnnounce = "announce" // agent → gateway: Agent and Services
-	TypePing     = "ping"     // either way: Seq
-	TypePong     = "pong"     // the answer to a ping: the same Seq
+	TypeAnnounce  = "announce"  // agent → gateway: Agent and Services
+	TypeAnnounced = "announced" // gateway → agent: the services are now routed
+	TypePing      = "ping"      // either way: Seq
+	TypePong      = "pong"      // the answer to a ping: the same Seq
 )
 
 // Service is one service an agent announces.

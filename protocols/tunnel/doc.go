@@ -40,7 +40,8 @@
 //
 // The control stream (Kind KindControl) carries Messages: a uint32 big-endian
 // length and then a JSON object of at most 1 MiB. The agent announces its
-// services on it; both sides may ping.
+// services on it and the gateway answers "announced" once it routes them;
+// both sides may ping.
 //
 // # Closing
 //
