@@ -36,6 +36,21 @@ type Request struct {
 	// Postgres is set by the Postgres handler for the decisions it asks
 	// for: a session's startup (database and role) and each statement.
 	Postgres *PostgresRequest
+	// HTTP is set by the HTTP handler for each request it decides.
+	HTTP *HTTPRequest
+	// GRPC is set by the gRPC handler for each call it decides.
+	GRPC *GRPCRequest
+}
+
+// HTTPRequest is one HTTP request to decide on.
+type HTTPRequest struct {
+	Method string // upper case, as sent
+	Path   string // the cleaned, decoded path the upstream will see, without query
+}
+
+// GRPCRequest is one gRPC call to decide on.
+type GRPCRequest struct {
+	Method string // the full method name, "/package.Service/Method"
 }
 
 // PostgresRequest is the Postgres part of a Request.
@@ -114,6 +129,8 @@ const (
 	AuthzDenied    EventType = "authz.deny"
 	TCPData        EventType = "tcp.data"
 	PostgresQuery  EventType = "postgres.query"
+	HTTPRequested  EventType = "http.request"
+	GRPCCalled     EventType = "grpc.call"
 )
 
 // Event is one entry of a session's recording. Data is one of the *Data
@@ -210,4 +227,46 @@ type PostgresQueryEvent struct {
 	// service captures rows (capture_rows); nil values are NULL.
 	Columns []string    `json:"columns,omitempty"`
 	Result  [][]*string `json:"result,omitempty"`
+}
+
+// Ways a caller of an HTTP or gRPC service authenticated.
+const (
+	AuthSVID   = "svid"   // the client's X.509-SVID
+	AuthOIDC   = "oidc"   // a bearer JWT from a configured OIDC issuer
+	AuthAPIKey = "apikey" // a bearer API key the gateway issued
+)
+
+// HTTPRequestEvent is the data of an http.request event: one request, its
+// decision and, when it was forwarded, the upstream's answer.
+type HTTPRequestEvent struct {
+	Method   string  `json:"method"`
+	Path     string  `json:"path"`            // as the upstream saw it (cleaned); as sent when refused before cleaning
+	Query    string  `json:"query,omitempty"` // the raw query
+	Identity string  `json:"identity,omitempty"`
+	Auth     string  `json:"auth,omitempty"` // svid, oidc or apikey
+	Verdict  string  `json:"verdict"`        // allow or deny
+	Rule     string  `json:"rule,omitempty"`
+	Reason   string  `json:"reason,omitempty"`
+	Status   int     `json:"status"` // the status the client got
+	BytesIn  int64   `json:"bytes_in"`
+	BytesOut int64   `json:"bytes_out"`
+	Upgrade  string  `json:"upgrade,omitempty"` // the protocol of an Upgrade (websocket)
+	Error    string  `json:"error,omitempty"`
+	Duration float64 `json:"duration_ms"`
+}
+
+// GRPCCallEvent is the data of a grpc.call event: one call, its decision
+// and its final status.
+type GRPCCallEvent struct {
+	Method   string  `json:"method"`
+	Identity string  `json:"identity,omitempty"`
+	Auth     string  `json:"auth,omitempty"`
+	Verdict  string  `json:"verdict"`
+	Rule     string  `json:"rule,omitempty"`
+	Reason   string  `json:"reason,omitempty"`
+	Status   int     `json:"status"`            // the gRPC status code
+	Message  string  `json:"message,omitempty"` // the gRPC status message
+	BytesIn  int64   `json:"bytes_in"`
+	BytesOut int64   `json:"bytes_out"`
+	Duration float64 `json:"duration_ms"`
 }

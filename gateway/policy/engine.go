@@ -33,10 +33,18 @@ func (e *Engine) Set(p *Policy) { e.p.Store(p) }
 func (e *Engine) Policy() *Policy { return e.p.Load() }
 
 // Authorize decides with the policy in force (see Policy.Authorize), then
-// holds the identity to the rate of the rule that allowed a TCP connection
-// or a Postgres statement: over it, the decision is refused with
-// RateLimited set.
+// holds the identity to the rate of the rule that allowed a TCP connection,
+// a Postgres statement, an HTTP request or a gRPC call, and for the last
+// two also to the rate of the http or grpc entry that matched: over
+// either, the decision is refused with RateLimited set.
 func (e *Engine) Authorize(ctx context.Context, r protocols.Request) protocols.Decision {
 	p := e.p.Load()
+	if p != nil && (r.HTTP != nil || r.GRPC != nil) {
+		d, rule, entry := p.decideCall(r)
+		if rule == nil {
+			return d
+		}
+		return e.limits.limitCall(rule, entry, r, d, time.Now())
+	}
 	return e.limits.limit(p, r, p.Authorize(ctx, r), time.Now())
 }

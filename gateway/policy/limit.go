@@ -33,7 +33,13 @@ const idleBucket = 10 * time.Minute
 
 // allow takes one event from the bucket of rule r for identity id.
 func (l *limits) allow(r *Rule, id string, now time.Time) bool {
-	k := bucketKey{r.Name, r.Rate.String(), id}
+	return l.take(r.Name, *r.Rate, id, now)
+}
+
+// take takes one event from the bucket named name, of rate rt, for identity
+// id.
+func (l *limits) take(name string, rt Rate, id string, now time.Time) bool {
+	k := bucketKey{name, rt.String(), id}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.buckets == nil {
@@ -49,7 +55,7 @@ func (l *limits) allow(r *Rule, id string, now time.Time) bool {
 	}
 	b := l.buckets[k]
 	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(rate.Limit(r.Rate.PerSecond()), r.Rate.Count)}
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(rt.PerSecond()), rt.Count)}
 		l.buckets[k] = b
 	}
 	b.used = now
@@ -58,7 +64,7 @@ func (l *limits) allow(r *Rule, id string, now time.Time) bool {
 
 // limit applies the rate of the rule that allowed d to the request: a TCP
 // connection, or one Postgres statement (not a session's startup). HTTP
-// and gRPC apply their rates in their handlers.
+// requests and gRPC calls go through limitCall.
 func (l *limits) limit(p *Policy, r protocols.Request, d protocols.Decision, now time.Time) protocols.Decision {
 	if !d.Allow || p == nil {
 		return d
@@ -73,7 +79,30 @@ func (l *limits) limit(p *Policy, r protocols.Request, d protocols.Decision, now
 	if rule == nil || rule.Rate == nil || l.allow(rule, r.Identity.String(), now) {
 		return d
 	}
-	return protocols.Decision{Rule: d.Rule, Reason: ReasonRateLimited + " " + strconv.Quote(d.Rule) + " (" + rule.Rate.String() + " per identity)",
+	return rateLimited(d.Rule, *rule.Rate)
+}
+
+// limitCall applies to an allowed HTTP request or gRPC call the rate of
+// its rule, then the rate of the entry that matched it (entry < 0: none).
+func (l *limits) limitCall(rule *Rule, entry int, r protocols.Request, d protocols.Decision, now time.Time) protocols.Decision {
+	id := r.Identity.String()
+	if rule.Rate != nil && !l.allow(rule, id, now) {
+		return rateLimited(rule.Name, *rule.Rate)
+	}
+	if er := rule.entryRate(r, entry); er != nil {
+		section := "http"
+		if r.GRPC != nil {
+			section = "grpc"
+		}
+		if !l.take(rule.Name+"\x00"+section+strconv.Itoa(entry), *er, id, now) {
+			return rateLimited(rule.Name, *er)
+		}
+	}
+	return d
+}
+
+func rateLimited(rule string, rt Rate) protocols.Decision {
+	return protocols.Decision{Rule: rule, Reason: ReasonRateLimited + " " + strconv.Quote(rule) + " (" + rt.String() + " per identity)",
 		RateLimited: true}
 }
 

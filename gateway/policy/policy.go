@@ -315,7 +315,8 @@ const (
 //
 // With r.Postgres it decides a Postgres session's startup (database and
 // role) or one of its statements, by the rules' postgres sections, as
-// docs/POLICY.md describes. Deciding a statement that is allowed does not
+// docs/POLICY.md describes. With r.HTTP or r.GRPC it decides one request
+// or call by the rules' http or grpc sections (see decideCall). Deciding a statement that is allowed does not
 // allocate.
 func (p *Policy) Authorize(ctx context.Context, r protocols.Request) protocols.Decision {
 	if p == nil {
@@ -323,6 +324,9 @@ func (p *Policy) Authorize(ctx context.Context, r protocols.Request) protocols.D
 	}
 	if r.Postgres != nil {
 		return p.authorizePostgres(r)
+	}
+	if r.HTTP != nil || r.GRPC != nil {
+		return p.authorizeCall(r)
 	}
 	for _, rule := range p.denies {
 		if rule.Applies(r) {
