@@ -37,6 +37,15 @@ type Service struct {
 	// Postgres holds how the agent logs in to a postgres service; nil: every
 	// role logs in with no secret, without TLS.
 	Postgres *PostgresOptions
+	// TLS, for http and grpc services, makes the agent speak TLS to the
+	// upstream; nil: plaintext (HTTP/1.1, or h2c for gRPC).
+	TLS *UpstreamTLS
+}
+
+// UpstreamTLS is how the agent reaches an HTTP or gRPC upstream over TLS.
+type UpstreamTLS struct {
+	RootCAs    *x509.CertPool // nil: the system roots
+	ServerName string         // default: the address's host
 }
 
 // PostgresOptions says how the agent logs in to a Postgres service.
@@ -142,6 +151,9 @@ func (c Config) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(s.Address); err != nil {
 			return fmt.Errorf("service %q: address %q: %w", s.Name, s.Address, err)
+		}
+		if s.TLS != nil && s.Protocol != protocols.HTTP && s.Protocol != protocols.GRPC {
+			return fmt.Errorf("service %q: upstream tls is for http and grpc services, not %s", s.Name, s.Protocol)
 		}
 		if s.Postgres == nil {
 			continue

@@ -165,7 +165,7 @@ func (a *Agent) serveStream(ctx context.Context, st net.Conn) {
 		a.servePostgres(ctx, st, h, svc, log)
 		return
 	}
-	local, err := net.DialTimeout("tcp", svc.Address, a.cfg.DialTimeout)
+	local, err := a.dialLocal(ctx, svc)
 	if err != nil {
 		log.Warn("dialing local service", "address", svc.Address, "err", err)
 		tunnel.WriteReply(st, tunnel.Reply{Error: fmt.Sprintf("agent %s cannot reach %s: %v", a.cfg.Name, h.Service, err)})
@@ -187,4 +187,31 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// dialLocal connects to a service: TCP, and for an http or grpc service
+// with upstream TLS, a TLS handshake offering the ALPN the gateway speaks
+// inside the stream (http/1.1, or h2 for gRPC).
+func (a *Agent) dialLocal(ctx context.Context, svc Service) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", svc.Address)
+	if err != nil || svc.TLS == nil {
+		return c, err
+	}
+	name := svc.TLS.ServerName
+	if name == "" {
+		name, _, _ = net.SplitHostPort(svc.Address)
+	}
+	alpn := []string{"http/1.1"}
+	if svc.Protocol == protocols.GRPC {
+		alpn = []string{"h2"}
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: name, RootCAs: svc.TLS.RootCAs, NextProtos: alpn, MinVersion: tls.VersionTLS12})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS handshake with the upstream: %w", err)
+	}
+	return tc, nil
 }

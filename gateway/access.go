@@ -46,6 +46,11 @@ func (s *Server) refuse(ctx context.Context, conn net.Conn, source, service, wha
 // service and relays the connection through a tunnel stream.
 func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, service string) {
 	defer conn.Close()
+	proto, _ := s.reg.protocol(service)
+	if proto == protocols.HTTP || proto == protocols.GRPC {
+		s.serveHTTP(ctx, conn, source, service, proto)
+		return
+	}
 	start := time.Now()
 	state := conn.ConnectionState()
 	leaf := state.PeerCertificates[0]
@@ -56,7 +61,6 @@ func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, servic
 	}
 	groups := pki.Groups(leaf)
 	sid := newSessionID()
-	proto, _ := s.reg.protocol(service)
 	if proto == "" {
 		proto = protocols.TCP
 	}

@@ -292,14 +292,26 @@ func (s *Server) apiTLSConfig() *tls.Config {
 }
 
 // clientTLSConfig requires a client SVID of our trust domain that belongs to
-// a user or a workload (an agent's or the gateway's own SVID is refused).
+// a user or a workload (an agent's or the gateway's own SVID is refused);
+// for HTTP and gRPC services the SVID is optional (bearer tokens instead).
 func (s *Server) clientTLSConfig(service string) *tls.Config {
+	proto, _ := s.reg.protocol(service)
+	// HTTP and gRPC clients may instead authenticate each request with a
+	// bearer token; a certificate they do present must be a valid SVID.
+	optional := proto == protocols.HTTP || proto == protocols.GRPC
+	auth := tls.RequireAnyClientCert
+	if optional {
+		auth = tls.RequestClientCert
+	}
 	c := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.tlsCertificate,
-		ClientAuth:     tls.RequireAnyClientCert,
+		ClientAuth:     auth,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
+				if optional {
+					return nil
+				}
 				return errors.New("no client certificate: present your SVID")
 			}
 			// Many TLS clients (openssl s_client -cert, leaf-only keystores)
@@ -315,9 +327,7 @@ func (s *Server) clientTLSConfig(service string) *tls.Config {
 	}
 	// Keep ALPN where the service's protocol needs it (libpq's direct TLS
 	// insists on "postgresql"); a plain TCP service ignores it.
-	if proto, ok := s.reg.protocol(service); ok {
-		c.NextProtos = alpnFor(proto)
-	}
+	c.NextProtos = alpnFor(proto)
 	return c
 }
 

@@ -19,6 +19,9 @@ type metrics struct {
 	enrolled *prometheus.CounterVec
 	pgQuery  *prometheus.CounterVec
 	pgCancel *prometheus.CounterVec
+
+	httpRequests *prometheus.CounterVec
+	grpcCalls    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -42,8 +45,13 @@ func newMetrics() *metrics {
 			Help: "Postgres queries (a Query or an Execute) decided, by verdict (allow, deny) and statement class."}, []string{"verdict", "class"}),
 		pgCancel: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_postgres_cancels_total",
 			Help: "Postgres CancelRequests, by whether their key was a live session's (true, false)."}, []string{"known"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_http_requests_total",
+			Help: "HTTP requests decided, by verdict (allow, deny) and the status the client got."}, []string{"verdict", "status"}),
+		grpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "postern_grpc_calls_total",
+			Help: "gRPC calls decided, by verdict (allow, deny) and gRPC status code."}, []string{"verdict", "code"}),
 	}
 	m.reg.MustRegister(m.sessions, m.refused, m.bytes, m.active, m.agents, m.panics, m.enrolled, m.pgQuery, m.pgCancel,
+		m.httpRequests, m.grpcCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

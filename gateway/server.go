@@ -21,6 +21,7 @@ import (
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/rotate"
 	"github.com/postern/postern/protocols"
+	phttp "github.com/postern/postern/protocols/http"
 	"github.com/postern/postern/protocols/postgres"
 	pgclassify "github.com/postern/postern/protocols/postgres/classify"
 	"github.com/postern/postern/protocols/tunnel"
@@ -113,6 +114,11 @@ type Server struct {
 	metrics  *metrics
 	pgKeys   *postgres.Keys
 	pgClass  *pgclassify.Classifier
+	ups      upstreams
+	// authBearer checks HTTP and gRPC bearer tokens (nil: none accepted);
+	// assert signs the Postern-Jwt-Assertion of a request.
+	authBearer func(ctx context.Context, token string) (phttp.Caller, error)
+	assert     func(now time.Time, c phttp.Caller, audience string) (string, error)
 
 	tcpLn  net.Listener
 	quicLn *quic.Listener
@@ -320,6 +326,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.conns.Wait()
+	s.closeUpstreams()
 	s.audit.Close()
 	s.data.Close()
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/pki"
+	"github.com/postern/postern/protocols/tcp"
 	"github.com/postern/postern/protocols/tunnel"
 )
 
@@ -54,6 +55,17 @@ func BenchmarkPgbench(b *testing.B) {
 	scripts := map[string][]string{"select": {"-S"}, "tpcb": {}, "select-prepared": {"-S", "-M", "prepared"}}
 
 	paths := map[string][]string{"direct": {"PGHOST=127.0.0.1", "PGPORT=5432", "PGSSLMODE=disable"}}
+	// The yardstick of one plain hop: a TCP relay in this process, no TLS,
+	// no tunnel, no parsing. Postern's chain has two such hops and two
+	// TLS layers.
+	_, relayPort, _ := net.SplitHostPort(serveTCP(b, func(c net.Conn) {
+		up, err := net.Dial("tcp", "127.0.0.1:5432")
+		if err != nil {
+			return
+		}
+		(&tcp.Relay{}).Run(context.Background(), c, up)
+	}))
+	paths["relay"] = []string{"PGHOST=127.0.0.1", "PGPORT=" + relayPort, "PGSSLMODE=disable"}
 	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
 		g := startGateway(b, benchPGPolicy)
 		a := startAgent(b, g, "bench-pg-"+transport, transport, b.TempDir(),
@@ -81,7 +93,7 @@ func BenchmarkPgbench(b *testing.B) {
 		})
 	}
 	for _, script := range []string{"select", "select-prepared", "tpcb"} {
-		for _, path := range []string{"direct", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
+		for _, path := range []string{"direct", "relay", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
 			b.Run(script+"/"+path, func(b *testing.B) {
 				perClient := max(b.N/4, 1)
 				args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))

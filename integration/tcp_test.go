@@ -102,6 +102,8 @@ type recorded struct {
 	denies  []protocols.AuthzDeny
 	tcp     int64
 	queries []protocols.PostgresQueryEvent
+	http    []protocols.HTTPRequestEvent
+	grpc    []protocols.GRPCCallEvent
 }
 
 // readRecordings reads every recording in dir, ended or not.
@@ -135,6 +137,16 @@ func readRecordings(dir string) ([]recorded, error) {
 				var q protocols.PostgresQueryEvent
 				err := json.Unmarshal(rec.Data, &q)
 				r.queries = append(r.queries, q)
+				return err
+			case protocols.HTTPRequested:
+				var e protocols.HTTPRequestEvent
+				err := json.Unmarshal(rec.Data, &e)
+				r.http = append(r.http, e)
+				return err
+			case protocols.GRPCCalled:
+				var e protocols.GRPCCallEvent
+				err := json.Unmarshal(rec.Data, &e)
+				r.grpc = append(r.grpc, e)
 				return err
 			}
 			return nil

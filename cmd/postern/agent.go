@@ -173,6 +173,18 @@ func mergeService(services []agent.Service, svc agent.Service) []agent.Service {
 // picked up without a restart.
 func fileService(s agentServiceFile, dir string) (agent.Service, error) {
 	svc := agent.Service{Name: s.Name, Protocol: s.Protocol, Address: s.Address}
+	if t := s.TLS; t != nil && t.Enabled {
+		svc.TLS = &agent.UpstreamTLS{ServerName: t.ServerName}
+		if t.CAFile != "" {
+			pool, err := readCAFile(relTo(dir, t.CAFile))
+			if err != nil {
+				return svc, errorf(fmt.Sprintf("service %q: reading tls ca_file", s.Name), err)
+			}
+			svc.TLS.RootCAs = pool
+		}
+	} else if t != nil && (t.CAFile != "" || t.ServerName != "") {
+		return svc, usagef("service %q: tls has ca_file or server_name but not enabled: true", s.Name)
+	}
 	if s.Postgres == nil {
 		return svc, nil
 	}
@@ -185,15 +197,11 @@ func fileService(s agentServiceFile, dir string) (agent.Service, error) {
 		return svc, usagef("service %q: postgres tls %q: want disable, require or verify-full", s.Name, p.TLS)
 	}
 	if p.CAFile != "" {
-		path := relTo(dir, p.CAFile)
-		data, err := os.ReadFile(path)
+		pool, err := readCAFile(relTo(dir, p.CAFile))
 		if err != nil {
 			return svc, errorf(fmt.Sprintf("service %q: reading postgres ca_file", s.Name), err)
 		}
-		opts.RootCAs = x509.NewCertPool()
-		if !opts.RootCAs.AppendCertsFromPEM(data) {
-			return svc, fmt.Errorf("service %q: reading postgres ca_file %s: no PEM certificate in it", s.Name, path)
-		}
+		opts.RootCAs = pool
 	}
 	for role, r := range p.Roles {
 		cred, err := roleCredential(r, dir)
@@ -251,4 +259,17 @@ func relTo(dir, path string) string {
 		return path
 	}
 	return filepath.Join(dir, path)
+}
+
+// readCAFile reads a PEM file of CA certificates into a pool.
+func readCAFile(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("no PEM certificate in %s", path)
+	}
+	return pool, nil
 }

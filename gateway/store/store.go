@@ -44,6 +44,18 @@ type Agent struct {
 	FirstSeen time.Time // kept from the first upsert; later values are ignored
 }
 
+// APIKey is an API key the gateway issued to a machine. The store keeps a
+// hash of the key's secret, never the secret itself.
+type APIKey struct {
+	KeyID      string   // the public id, the part after "pk_" in the key
+	ID         string   // SPIFFE ID the key authenticates as
+	Groups     []string // in the order given at creation
+	SecretHash []byte   // SHA-256 of the secret
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never expires
+	RevokedAt  time.Time // zero: not revoked
+}
+
 // Store is the gateway's durable state. Implementations are safe for
 // concurrent use and for use by several processes on the same database.
 type Store interface {
@@ -56,6 +68,15 @@ type Store interface {
 	UpsertAgent(ctx context.Context, a Agent) error
 	// Agents returns every agent, ordered by name.
 	Agents(ctx context.Context) ([]Agent, error)
+	// CreateAPIKey stores a new API key; a key id used before is an error.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// APIKey returns the API key with the given id, or ErrNotFound.
+	APIKey(ctx context.Context, keyID string) (APIKey, error)
+	// RevokeAPIKey marks the key revoked at at, or returns ErrNotFound.
+	// Revoking a revoked key keeps its first revocation time.
+	RevokeAPIKey(ctx context.Context, keyID string, at time.Time) error
+	// APIKeys returns every API key, revoked ones included, oldest first.
+	APIKeys(ctx context.Context) ([]APIKey, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store.

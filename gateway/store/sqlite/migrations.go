@@ -45,4 +45,27 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		Version: 2,
+		Name:    "api keys",
+		Stmts: []string{
+			// secret_hash is the hex SHA-256 of the key's secret; the
+			// secret itself is never stored. NULL expires_at: no expiry;
+			// NULL revoked_at: not revoked.
+			`CREATE TABLE api_keys (
+				id          TEXT PRIMARY KEY,
+				spiffe_id   TEXT NOT NULL,
+				secret_hash TEXT NOT NULL,
+				created_at  BIGINT NOT NULL,
+				expires_at  BIGINT,
+				revoked_at  BIGINT
+			)`,
+			`CREATE TABLE api_key_groups (
+				key_id   TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+				position INTEGER NOT NULL,
+				name     TEXT NOT NULL,
+				PRIMARY KEY (key_id, position)
+			)`,
+		},
+	},
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -261,6 +262,132 @@ func (d *DB) agents(ctx context.Context, name string, one bool) ([]store.Agent, 
 	return out, nil
 }
 
+// CreateAPIKey implements store.Store. A zero CreatedAt means now.
+func (d *DB) CreateAPIKey(ctx context.Context, k store.APIKey) (err error) {
+	if k.KeyID == "" {
+		return errors.New("creating API key: empty key id")
+	}
+	if k.ID == "" {
+		return fmt.Errorf("creating API key %s: empty SPIFFE ID", k.KeyID)
+	}
+	if len(k.SecretHash) == 0 {
+		return fmt.Errorf("creating API key %s: empty secret hash", k.KeyID)
+	}
+	created := k.CreatedAt
+	if created.IsZero() {
+		created = d.now()
+	}
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("creating API key %s: %w", k.KeyID, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if _, err = tx.ExecContext(ctx,
+		`INSERT INTO api_keys (id, spiffe_id, secret_hash, created_at, expires_at, revoked_at)
+		 VALUES ($1, $2, $3, $4, $5, $6)`,
+		k.KeyID, k.ID, hex.EncodeToString(k.SecretHash), micros(created),
+		nullMicros(k.ExpiresAt), nullMicros(k.RevokedAt)); err != nil {
+		return fmt.Errorf("creating API key %s: %w", k.KeyID, err)
+	}
+	for pos, g := range k.Groups {
+		if _, err = tx.ExecContext(ctx,
+			`INSERT INTO api_key_groups (key_id, position, name) VALUES ($1, $2, $3)`,
+			k.KeyID, pos, g); err != nil {
+			return fmt.Errorf("creating API key %s: %w", k.KeyID, err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("creating API key %s: %w", k.KeyID, err)
+	}
+	return nil
+}
+
+// APIKey implements store.Store.
+func (d *DB) APIKey(ctx context.Context, keyID string) (store.APIKey, error) {
+	ks, err := d.apiKeys(ctx, keyID, true)
+	if err != nil {
+		return store.APIKey{}, err
+	}
+	if len(ks) == 0 {
+		return store.APIKey{}, fmt.Errorf("looking up API key %s: %w", keyID, store.ErrNotFound)
+	}
+	return ks[0], nil
+}
+
+// APIKeys implements store.Store.
+func (d *DB) APIKeys(ctx context.Context) ([]store.APIKey, error) {
+	return d.apiKeys(ctx, "", false)
+}
+
+// RevokeAPIKey implements store.Store.
+func (d *DB) RevokeAPIKey(ctx context.Context, keyID string, at time.Time) error {
+	if at.IsZero() {
+		at = d.now()
+	}
+	res, err := d.db.ExecContext(ctx,
+		`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2`,
+		micros(at), keyID)
+	if err != nil {
+		return fmt.Errorf("revoking API key %s: %w", keyID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("revoking API key %s: %w", keyID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("revoking API key %s: %w", keyID, store.ErrNotFound)
+	}
+	return nil
+}
+
+// apiKeys reads the API keys (only the one with id keyID if one is true)
+// with their groups in a single statement, so that the result is consistent.
+func (d *DB) apiKeys(ctx context.Context, keyID string, one bool) ([]store.APIKey, error) {
+	rows, err := d.db.QueryContext(ctx,
+		`SELECT k.id, k.spiffe_id, k.secret_hash, k.created_at, k.expires_at, k.revoked_at, g.name
+		 FROM api_keys k LEFT JOIN api_key_groups g ON g.key_id = k.id
+		 WHERE $1 = 0 OR k.id = $2
+		 ORDER BY k.created_at, k.id, g.position`,
+		boolInt(one), keyID)
+	if err != nil {
+		return nil, fmt.Errorf("listing API keys: %w", err)
+	}
+	defer rows.Close()
+	var out []store.APIKey
+	for rows.Next() {
+		var (
+			k                store.APIKey
+			hash             string
+			created          int64
+			expires, revoked sql.NullInt64
+			group            sql.NullString
+		)
+		if err := rows.Scan(&k.KeyID, &k.ID, &hash, &created, &expires, &revoked, &group); err != nil {
+			return nil, fmt.Errorf("listing API keys: %w", err)
+		}
+		if n := len(out); n == 0 || out[n-1].KeyID != k.KeyID {
+			if k.SecretHash, err = hex.DecodeString(hash); err != nil {
+				return nil, fmt.Errorf("listing API keys: key %s: bad secret hash: %w", k.KeyID, err)
+			}
+			k.CreatedAt = fromMicros(created)
+			k.ExpiresAt, k.RevokedAt = fromNullMicros(expires), fromNullMicros(revoked)
+			out = append(out, k)
+		}
+		if group.Valid {
+			last := &out[len(out)-1]
+			last.Groups = append(last.Groups, group.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing API keys: %w", err)
+	}
+	return out, nil
+}
+
 // Ping implements store.Store.
 func (d *DB) Ping(ctx context.Context) error {
 	if err := d.db.PingContext(ctx); err != nil {
@@ -282,6 +409,22 @@ func micros(t time.Time) int64 { return t.UnixMicro() }
 
 // fromMicros converts stored Unix microseconds back to a UTC time.
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// nullMicros stores a zero time as NULL.
+func nullMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: micros(t), Valid: true}
+}
+
+// fromNullMicros reads NULL back as the zero time.
+func fromNullMicros(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMicros(v.Int64)
+}
 
 func boolInt(b bool) int {
 	if b {

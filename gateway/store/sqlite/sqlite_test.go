@@ -319,3 +319,118 @@ func TestOpenMissingDir(t *testing.T) {
 		t.Fatalf("got %q, want it to say what failed", err)
 	}
 }
+
+func apiKeyEqual(a, b store.APIKey) bool {
+	return a.KeyID == b.KeyID && a.ID == b.ID && slices.Equal(a.Groups, b.Groups) &&
+		slices.Equal(a.SecretHash, b.SecretHash) && a.CreatedAt.Equal(b.CreatedAt) &&
+		a.ExpiresAt.Equal(b.ExpiresAt) && a.RevokedAt.Equal(b.RevokedAt)
+}
+
+func TestAPIKeys(t *testing.T) {
+	ctx := context.Background()
+	d := openTest(t, testPath(t))
+	t0 := time.Now().Truncate(time.Microsecond).UTC()
+	keys := []store.APIKey{
+		{KeyID: "k1", ID: "spiffe://td/workload/ci", Groups: []string{"deployers", "ci"},
+			SecretHash: []byte{1, 2, 3}, CreatedAt: t0},
+		{KeyID: "k2", ID: "spiffe://td/user/ann", SecretHash: []byte{4},
+			CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(time.Hour)},
+	}
+	for _, k := range keys {
+		if err := d.CreateAPIKey(ctx, k); err != nil {
+			t.Fatalf("CreateAPIKey(%s): %v", k.KeyID, err)
+		}
+	}
+	for _, want := range keys {
+		got, err := d.APIKey(ctx, want.KeyID)
+		if err != nil {
+			t.Fatalf("APIKey(%s): %v", want.KeyID, err)
+		}
+		if !apiKeyEqual(got, want) {
+			t.Fatalf("APIKey(%s): got %+v, want %+v", want.KeyID, got, want)
+		}
+	}
+	if _, err := d.APIKey(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("APIKey(nope): got %v, want %v", err, store.ErrNotFound)
+	}
+
+	// Revocation keeps the first time.
+	if err := d.RevokeAPIKey(ctx, "k1", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("RevokeAPIKey: %v", err)
+	}
+	if err := d.RevokeAPIKey(ctx, "k1", t0.Add(time.Hour)); err != nil {
+		t.Fatalf("second RevokeAPIKey: %v", err)
+	}
+	got, err := d.APIKey(ctx, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(time.Minute); !got.RevokedAt.Equal(want) {
+		t.Fatalf("got revoked at %s, want %s", got.RevokedAt, want)
+	}
+	if err := d.RevokeAPIKey(ctx, "nope", t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("RevokeAPIKey(nope): got %v, want %v", err, store.ErrNotFound)
+	}
+
+	all, err := d.APIKeys(ctx)
+	if err != nil {
+		t.Fatalf("APIKeys: %v", err)
+	}
+	var ids []string
+	for _, k := range all {
+		ids = append(ids, k.KeyID)
+	}
+	if want := []string{"k1", "k2"}; !slices.Equal(ids, want) {
+		t.Fatalf("got keys %v, want %v (oldest first)", ids, want)
+	}
+	if want := []string{"deployers", "ci"}; !slices.Equal(all[0].Groups, want) {
+		t.Fatalf("got groups %v, want %v", all[0].Groups, want)
+	}
+}
+
+func TestCreateAPIKeyRefused(t *testing.T) {
+	ctx := context.Background()
+	d := openTest(t, testPath(t))
+	ok := store.APIKey{KeyID: "k1", ID: "spiffe://td/workload/ci", SecretHash: []byte{1}, Groups: []string{"a"}}
+	if err := d.CreateAPIKey(ctx, ok); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]store.APIKey{
+		"duplicate id":   ok,
+		"empty id":       {ID: "spiffe://td/workload/ci", SecretHash: []byte{1}},
+		"no spiffe id":   {KeyID: "k2", SecretHash: []byte{1}},
+		"no secret hash": {KeyID: "k3", ID: "spiffe://td/workload/ci"},
+	}
+	for name, k := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := d.CreateAPIKey(ctx, k); err == nil {
+				t.Fatal("got nil error, want one")
+			}
+		})
+	}
+	// The failed duplicate left the first key and its groups as they were.
+	got, err := d.APIKey(ctx, "k1")
+	if err != nil || !slices.Equal(got.Groups, ok.Groups) {
+		t.Fatalf("got %+v, %v; want the first key unchanged", got, err)
+	}
+}
+
+// TestAPIKeyRevokedFromOtherHandle stands for `postern apikey revoke`
+// writing while the gateway reads.
+func TestAPIKeyRevokedFromOtherHandle(t *testing.T) {
+	ctx := context.Background()
+	path := testPath(t)
+	gw, admin := openTest(t, path), openTest(t, path)
+	if err := admin.CreateAPIKey(ctx, store.APIKey{KeyID: "k", ID: "spiffe://td/workload/ci", SecretHash: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := gw.APIKey(ctx, "k"); err != nil || !k.RevokedAt.IsZero() {
+		t.Fatalf("gateway sees %+v, %v; want an unrevoked key", k, err)
+	}
+	if err := admin.RevokeAPIKey(ctx, "k", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := gw.APIKey(ctx, "k"); err != nil || k.RevokedAt.IsZero() {
+		t.Fatalf("gateway sees %+v, %v; want the key revoked", k, err)
+	}
+}

@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
+
+	"github.com/postern/postern/pki"
+	"github.com/postern/postern/protocols"
+	phttp "github.com/postern/postern/protocols/http"
+	"github.com/postern/postern/protocols/tunnel"
+)
+
+// serveHTTP serves one client connection to an HTTP or gRPC service: every
+// request is authenticated (the connection's SVID, or a bearer token),
+// decided and recorded on its own, so the connection itself is not decided.
+func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service, proto string) {
+	start := time.Now()
+	sid := newSessionID()
+	begin := &protocols.SessionStart{Source: source, Service: service, Protocol: proto}
+	peer := phttp.Caller{}
+	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
+		id, err := x509svid.IDFromCert(certs[0])
+		if err != nil { // VerifyPeerCertificate already checked; keep the guard.
+			s.refuse(ctx, conn, source, service, "bad client certificate", err.Error())
+			return
+		}
+		peer = phttp.Caller{ID: id, Groups: pki.Groups(certs[0]), Auth: protocols.AuthSVID}
+		begin.Identity, begin.Groups = id.String(), peer.Groups
+	}
+	s.recorder.Record(protocols.Event{Session: sid, Time: start, Type: protocols.SessionStarted, Data: begin})
+	s.metrics.active.Inc()
+	calls := s.metrics.httpRequests
+	if proto == protocols.GRPC {
+		calls = s.metrics.grpcCalls
+	}
+	res := phttp.Serve(ctx, conn, phttp.Config{
+		Session: sid, Service: service, GRPC: proto == protocols.GRPC, Source: source, Peer: peer,
+		Authenticate: s.authBearer,
+		Authorizer:   s.policy,
+		Recorder:     s.recorder,
+		Transport:    s.upstream(service, proto),
+		Assert:       s.assert,
+		Observe: func(verdict string, status int) {
+			calls.WithLabelValues(verdict, strconv.Itoa(status)).Inc()
+		},
+		Logger: s.log,
+	})
+	s.metrics.active.Dec()
+	s.metrics.bytes.WithLabelValues(protocols.ClientToService).Add(float64(res.BytesIn))
+	s.metrics.bytes.WithLabelValues(protocols.ServiceToClient).Add(float64(res.BytesOut))
+	outcome := protocols.OutcomeOK
+	if res.Requests > 0 && res.Denied == res.Requests {
+		outcome = protocols.OutcomeDenied
+	}
+	s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
+		Data: &protocols.SessionEnd{Outcome: outcome, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
+			Duration: time.Since(start).Milliseconds()}})
+	s.metrics.sessions.WithLabelValues(outcome).Inc()
+	s.log.InfoContext(ctx, "session ended", "session", sid, "identity", begin.Identity, "service", service,
+		"protocol", proto, "requests", res.Requests, "denied", res.Denied,
+		"bytes_in", res.BytesIn, "bytes_out", res.BytesOut, "duration", time.Since(start).String())
+}
+
+// upstreams holds one RoundTripper per HTTP or gRPC service, shared by all
+// its clients, so that tunnel streams are reused across requests: HTTP/1.1
+// keep-alive connections for HTTP services, one HTTP/2 connection carrying
+// every call for gRPC services. Each of those connections is a tunnel
+// stream to an agent of the service.
+type upstreams struct {
+	mu sync.Mutex
+	m  map[string]http.RoundTripper
+}
+
+// upstream returns the shared RoundTripper of service.
+func (s *Server) upstream(service, proto string) http.RoundTripper {
+	s.ups.mu.Lock()
+	defer s.ups.mu.Unlock()
+	key := proto + "/" + service
+	if rt, ok := s.ups.m[key]; ok {
+		return rt
+	}
+	if s.ups.m == nil {
+		s.ups.m = map[string]http.RoundTripper{}
+	}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		st, _, err := s.openService(ctx, service, tunnel.Header{Kind: tunnel.KindData, Service: service,
+			Identity: s.id.String(), Source: "gateway"})
+		return st, err
+	}
+	var rt http.RoundTripper
+	if proto == protocols.GRPC {
+		rt = &http2.Transport{
+			AllowHTTP:          true, // h2c inside the tunnel stream
+			DisableCompression: true,
+			ReadIdleTimeout:    30 * time.Second,
+			PingTimeout:        10 * time.Second,
+			DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+				return dial(ctx)
+			},
+		}
+	} else {
+		rt = &http.Transport{
+			DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			MaxIdleConns:           1024,
+			MaxIdleConnsPerHost:    256,
+			IdleConnTimeout:        90 * time.Second,
+			DisableCompression:     true, // the client's Accept-Encoding goes through as sent
+			MaxResponseHeaderBytes: 1 << 20,
+			ExpectContinueTimeout:  time.Second,
+		}
+	}
+	s.ups.m[key] = rt
+	return rt
+}
+
+// closeUpstreams drops the idle upstream connections (at shutdown).
+func (s *Server) closeUpstreams() {
+	s.ups.mu.Lock()
+	defer s.ups.mu.Unlock()
+	for _, rt := range s.ups.m {
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/postern/postern/internal/sample"
+	"github.com/postern/postern/protocols"
+)
+
+// TestGRPCPerMethod: each call is decided on its method over both tunnel
+// transports, for unary and streaming calls; refusals are trailers-only
+// statuses naming the rule; deadlines and cancellation pass through; the
+// upstream sees the gateway's assertion.
+func TestGRPCPerMethod(t *testing.T) {
+	for _, transport := range transports {
+		t.Run(transport, func(t *testing.T) {
+			env := startHTTP(t, transport)
+			g := env.g
+			reader := testpb.NewTestServiceClient(grpcConn(t, g, "orders", env.reader))
+			writer := testpb.NewTestServiceClient(grpcConn(t, g, "orders", env.writer,
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20))))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+
+			var header metadata.MD
+			ctxSpoof := metadata.AppendToOutgoingContext(ctx, sample.AssertionKey, "spoofed")
+			resp, err := reader.UnaryCall(ctxSpoof, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}}, grpc.Header(&header))
+			if err != nil {
+				t.Fatalf("reader UnaryCall: %v", err)
+			}
+			if string(resp.GetPayload().GetBody()) != "hello" {
+				t.Errorf("got payload %q, want hello", resp.GetPayload().GetBody())
+			}
+			if a := header.Get(sample.AssertionKey); len(a) != 1 || a[0] == "spoofed" || strings.Count(a[0], ".") != 2 {
+				t.Errorf("upstream saw assertion %q, want one JWT of the gateway's", a)
+			}
+
+			hc := healthpb.NewHealthClient(grpcConn(t, g, "orders", env.reader))
+			if h, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("health: got %v, %v, want SERVING", h, err)
+			}
+
+			refused := map[string]struct {
+				call func() error
+				code codes.Code
+				msg  string
+			}{
+				"reader EmptyCall": {func() error { _, err := reader.EmptyCall(ctx, &testpb.Empty{}); return err },
+					codes.PermissionDenied, `rule "grpc-readers" refuses this call: call /grpc.testing.TestService/EmptyCall is not allowed`},
+				"reader streaming": {func() error {
+					s, err := reader.FullDuplexCall(ctx)
+					if err != nil {
+						return err
+					}
+					_, err = s.Recv()
+					return err
+				}, codes.PermissionDenied, "grpc-readers"},
+				"no certificate": {func() error {
+					c := testpb.NewTestServiceClient(grpcConn(t, g, "orders", nil))
+					_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{})
+					return err
+				}, codes.Unauthenticated, "authentication required"},
+			}
+			for name, tc := range refused {
+				t.Run(name, func(t *testing.T) {
+					err := tc.call()
+					if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+						t.Fatalf("got %v, want %v containing %q", err, tc.code, tc.msg)
+					}
+				})
+			}
+
+			// Bidirectional streaming, with large messages.
+			s, err := writer.FullDuplexCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				size := int32(1 << (10 + 3*i)) // 1 KiB … 4 MiB
+				if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: size}}}); err != nil {
+					t.Fatal(err)
+				}
+				r, err := s.Recv()
+				if err != nil {
+					t.Fatalf("recv %d: %v", i, err)
+				}
+				if len(r.GetPayload().GetBody()) != int(size) {
+					t.Fatalf("recv %d: got %d bytes, want %d", i, len(r.GetPayload().GetBody()), size)
+				}
+			}
+			s.CloseSend()
+			if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after CloseSend: got %v, want EOF", err)
+			}
+
+			// Server streaming.
+			out, err := writer.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+				ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 20}, {Size: 30}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for {
+				if _, err := out.Recv(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Fatal(err)
+					}
+					break
+				}
+				n++
+			}
+			if n != 3 {
+				t.Errorf("got %d streamed messages, want 3", n)
+			}
+
+			// The upstream's own status passes through.
+			_, err = writer.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such order"}})
+			if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "no such order" {
+				t.Errorf("got %v, want NotFound from the upstream", err)
+			}
+
+			// A deadline reaches the upstream: a stream that waits ends with it.
+			dctx, dcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			ds, err := writer.FullDuplexCall(dctx)
+			if err == nil {
+				_, err = ds.Recv()
+			}
+			dcancel()
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Errorf("got %v, want DeadlineExceeded", err)
+			}
+
+			callSessions(t, g, "orders", func(_ []protocols.HTTPRequestEvent, gs []protocols.GRPCCallEvent) bool {
+				var ok, denied, unauth, notFound bool
+				for _, e := range gs {
+					switch {
+					case e.Method == "/grpc.testing.TestService/UnaryCall" && e.Status == 0 && e.Identity == readerUser && e.Verdict == protocols.VerdictAllow:
+						ok = true
+					case e.Method == "/grpc.testing.TestService/EmptyCall" && e.Status == 7 && e.Rule == "grpc-readers":
+						denied = true
+					case e.Status == 16 && e.Verdict == protocols.VerdictDeny:
+						unauth = true
+					case e.Status == 5 && e.Message == "no such order":
+						notFound = true
+					}
+				}
+				return ok && denied && unauth && notFound
+			})
+		})
+	}
+}
+
+// TestCallRateLimits: an http entry's and a grpc entry's rates hold each
+// identity: 429 and RESOURCE_EXHAUSTED past them.
+func TestCallRateLimits(t *testing.T) {
+	env := startHTTP(t, "tls")
+	g := env.g
+	limited := issue(t, g, "spiffe://postern.local/workload/batch", "limited")
+	c := httpClient(g, limited, true)
+	for i := range 3 {
+		if r := do(t, c, "GET", serviceURL(g, "api", "/v1/x"), nil); r.status != 200 {
+			t.Fatalf("request %d: got %d, want 200", i, r.status)
+		}
+	}
+	r := do(t, c, "GET", serviceURL(g, "api", "/v1/x"), nil)
+	if msg, rule := r.refusal(t); r.status != 429 || rule != "limited" || !strings.Contains(msg, "3/m") || r.header.Get("Retry-After") == "" {
+		t.Fatalf("got %d %q rule %q, want 429 naming rule limited and 3/m, with Retry-After", r.status, msg, rule)
+	}
+	tc := testpb.NewTestServiceClient(grpcConn(t, g, "orders", limited))
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "limited") {
+		t.Fatalf("got %v, want ResourceExhausted naming rule limited", err)
+	}
+}

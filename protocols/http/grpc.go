@@ -1,0 +1,82 @@
+package http
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// gRPC statuses have names in messages and docs; the handler uses their
+// numbers (google.golang.org/grpc/codes): 7 PERMISSION_DENIED, 8
+// RESOURCE_EXHAUSTED, 12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE, 16
+// UNAUTHENTICATED.
+
+// writeGRPCStatus answers a call trailers-only: status 200, the gRPC status
+// in the headers and no body.
+func writeGRPCStatus(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(code))
+	h.Set("Grpc-Message", encodeGRPCMessage(msg))
+	w.WriteHeader(http.StatusOK)
+}
+
+// encodeGRPCMessage percent-encodes a status message as the gRPC HTTP/2
+// protocol asks: bytes outside printable ASCII, and '%'.
+func encodeGRPCMessage(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '%' {
+			return escapeGRPC(s)
+		}
+	}
+	return s
+}
+
+func escapeGRPC(s string) string {
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c > '~' || c == '%' {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// grpcStatus reads the status of a forwarded call from what the proxy
+// wrote: the Grpc-Status trailer (or header, for trailers-only answers).
+// Without one, the HTTP status maps as the gRPC spec says for proxies.
+func grpcStatus(h http.Header, httpStatus int) (int, string) {
+	for _, k := range []string{"Grpc-Status", http.TrailerPrefix + "Grpc-Status"} {
+		if v := h.Get(k); v != "" {
+			code, err := strconv.Atoi(v)
+			if err != nil {
+				return 13, "malformed grpc-status " + strconv.Quote(v)
+			}
+			msg := h.Get("Grpc-Message")
+			if msg == "" {
+				msg = h.Get(http.TrailerPrefix + "Grpc-Message")
+			}
+			if m, err := url.PathUnescape(msg); err == nil {
+				msg = m
+			}
+			return code, msg
+		}
+	}
+	switch httpStatus {
+	case http.StatusBadRequest:
+		return 13, "HTTP 400"
+	case http.StatusUnauthorized:
+		return 16, "HTTP 401"
+	case http.StatusForbidden:
+		return 7, "HTTP 403"
+	case http.StatusNotFound:
+		return 12, "HTTP 404"
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return 14, "HTTP " + strconv.Itoa(httpStatus)
+	}
+	return 2, "no grpc-status from the upstream (HTTP " + strconv.Itoa(httpStatus) + ")"
+}
