@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +116,7 @@ type Server struct {
 	pgKeys   *postgres.Keys
 	pgClass  *pgclassify.Classifier
 	ups      upstreams
+	names    nameCerts
 	// authBearer checks HTTP and gRPC bearer tokens (nil: none accepted);
 	// assert signs the Postern-Jwt-Assertion of a request.
 	authBearer func(ctx context.Context, token string) (phttp.Caller, error)
@@ -339,11 +341,57 @@ func addrString(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// tlsCertificate returns the gateway's current certificate for a handshake.
-func (s *Server) tlsCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// tlsCertificate returns the gateway's certificate for a handshake. A
+// client that names an announced service gets a certificate that also
+// carries that exact name: OpenSSL-based clients (curl) do not accept the
+// *.PUBLIC_NAME wildcard when PUBLIC_NAME is a single label like
+// localhost.
+func (s *Server) tlsCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if h != nil {
+		if service, ok := s.serviceFromSNI(h.ServerName); ok {
+			if _, known := s.reg.protocol(service); known {
+				c, err := s.nameCert(h.Context(), strings.ToLower(h.ServerName))
+				if err == nil {
+					return c, nil
+				}
+				s.log.Warn("issuing a certificate for a service name", "name", h.ServerName, "err", err)
+			}
+		}
+	}
 	svid, err := s.svid.GetX509SVID()
 	if err != nil {
 		return nil, err
 	}
 	return pki.TLSCertificate(svid)
+}
+
+// nameCerts caches the gateway's certificates for service names; each is
+// renewed at half its life.
+type nameCerts struct {
+	mu sync.Mutex
+	m  map[string]*tls.Certificate
+}
+
+func (s *Server) nameCert(ctx context.Context, name string) (*tls.Certificate, error) {
+	s.names.mu.Lock()
+	defer s.names.mu.Unlock()
+	if c := s.names.m[name]; c != nil {
+		life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
+		if time.Now().Before(c.Leaf.NotBefore.Add(life / 2)) {
+			return c, nil
+		}
+	}
+	svid, err := s.data.Issue(ctx, pki.IssueRequest{ID: s.id, TTL: s.cfg.SVIDTTL, DNSNames: append(s.dnsNames(), name)})
+	if err != nil {
+		return nil, err
+	}
+	c, err := pki.TLSCertificate(svid)
+	if err != nil {
+		return nil, err
+	}
+	if s.names.m == nil {
+		s.names.m = map[string]*tls.Certificate{}
+	}
+	s.names.m[name] = c
+	return c, nil
 }

@@ -37,11 +37,11 @@ type Caller struct {
 
 // Config is what serving one client connection needs.
 type Config struct {
-	Session  string // the audit session of the connection
-	Service  string
-	GRPC     bool // the service speaks gRPC: calls are decided by method
-	Source   string
-	Peer     Caller // the identity of the client's SVID; a zero ID when it presented none
+	Session string // the audit session of the connection
+	Service string
+	GRPC    bool // the service speaks gRPC: calls are decided by method
+	Source  string
+	Peer    Caller // the identity of the client's SVID; a zero ID when it presented none
 	// Authenticate checks a bearer token (the text after "Bearer "); nil
 	// accepts none. Its error is shown to the client.
 	Authenticate func(ctx context.Context, token string) (Caller, error)
