@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/postern/postern/gateway/store"
+	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/ca"
 	"github.com/postern/postern/pki/enroll"
@@ -28,6 +29,8 @@ func (s *Server) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("POST "+enroll.PathEnroll, s.handleEnroll)
 	mux.HandleFunc("POST "+enroll.PathRenew, s.handleRenew)
+	// The keys upstreams verify Postern-Jwt-Assertion with (SPEC §8).
+	mux.Handle("GET "+assertion.JWKSPath, s.signer.Handler())
 	return mux
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/gateway/audit"
 	"github.com/postern/postern/gateway/policy"
 	"github.com/postern/postern/pki"
@@ -117,6 +119,7 @@ type Server struct {
 	pgClass  *pgclassify.Classifier
 	ups      upstreams
 	names    nameCerts
+	signer   *assertion.Signer
 	// authBearer checks HTTP and gRPC bearer tokens (nil: none accepted);
 	// assert signs the Postern-Jwt-Assertion of a request.
 	authBearer func(ctx context.Context, token string) (phttp.Caller, error)
@@ -171,6 +174,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening recordings: %w", err)
 	}
 	s.recorder = s.audit
+
+	if s.signer, err = assertion.LoadOrCreate(filepath.Join(data.Path, assertion.KeyFile)); err != nil {
+		s.audit.Close()
+		data.Close()
+		return nil, fmt.Errorf("loading assertion key: %w", err)
+	}
+	s.signer.Issuer = id.String()
+	s.assert = func(now time.Time, c phttp.Caller, audience string) (string, error) {
+		return s.signer.Assert(now, assertion.Claims{Subject: c.ID.String(), Audience: audience, Groups: c.Groups})
+	}
 
 	svid, err := s.issueOwn(ctx)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/postern/postern/agent"
+	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/internal/sample"
 	"github.com/postern/postern/pki/pkitest"
 	"github.com/postern/postern/protocols"
@@ -218,4 +219,26 @@ func callSessions(t testing.TB, g *gw, service string, done func(http []protocol
 		return done(hs, gs)
 	})
 	return out
+}
+
+// verifyAssertion checks a Postern-Jwt-Assertion as an upstream would: with
+// the keys the gateway publishes at its JWKS URL, fetched over HTTPS.
+func verifyAssertion(t testing.TB, g *gw, token, audience string) *assertion.ParsedClaims {
+	t.Helper()
+	r := do(t, httpClient(g, nil, false), "GET", serviceURLHost(g, "localhost", assertion.JWKSPath), nil)
+	if r.status != 200 {
+		t.Fatalf("fetching JWKS: got %d %s", r.status, r.body)
+	}
+	c, err := assertion.Verify(token, r.body, audience, time.Now())
+	if err != nil {
+		t.Fatalf("verifying assertion: %v", err)
+	}
+	return c
+}
+
+// serviceURLHost is the https URL of path at host (a service name with the
+// public name, or the public name itself) on the gateway's port.
+func serviceURLHost(g *gw, host, path string) string {
+	_, port, _ := net.SplitHostPort(g.addr())
+	return "https://" + host + ":" + port + path
 }

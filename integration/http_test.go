@@ -6,11 +6,23 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/protocols"
 )
+
+func mustJWKS(t testing.TB, g *gw) []byte {
+	t.Helper()
+	r := do(t, httpClient(g, nil, false), "GET", serviceURLHost(g, "localhost", assertion.JWKSPath), nil)
+	if r.status != 200 || r.header.Get("Cache-Control") == "" {
+		t.Fatalf("JWKS: got %d (Cache-Control %q), want 200 with a Cache-Control", r.status, r.header.Get("Cache-Control"))
+	}
+	return r.body
+}
 
 // TestHTTPPerRoute: each request is decided on its cleaned path and method
 // over HTTP/1.1 and HTTP/2 and both tunnel transports; refusals are SPEC §7
@@ -37,6 +49,15 @@ func TestHTTPPerRoute(t *testing.T) {
 					}
 					if a := e.Headers["Postern-Jwt-Assertion"]; len(a) != 1 || a[0] == "spoofed" || strings.Count(a[0], ".") != 2 {
 						t.Errorf("upstream saw assertion %q, want one JWT of the gateway's", a)
+					}
+					if a := e.Headers["Postern-Jwt-Assertion"]; len(a) == 1 {
+						c := verifyAssertion(t, g, a[0], "api")
+						if c.Subject != readerUser || !slices.Equal(c.Groups, []string{"readers"}) || c.Issuer != "spiffe://postern.local/gateway/gateway" {
+							t.Errorf("assertion claims: got %+v, want sub %s, groups [readers], iss the gateway", c, readerUser)
+						}
+						if _, err := assertion.Verify(a[0], mustJWKS(t, g), "orders", time.Now()); err == nil {
+							t.Errorf("the assertion for api verified for audience orders")
+						}
 					}
 					if got := e.Headers["Authorization"]; len(got) != 1 || got[0] != "Basic app-level" {
 						t.Errorf("upstream saw Authorization %q, want the client's own (it authenticated with its SVID)", got)

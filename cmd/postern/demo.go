@@ -13,16 +13,33 @@ import (
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/internal/sample"
 	"github.com/postern/postern/pki"
 )
 
 const demoPolicy = `# Postern demo policy. The demo user (group demo) may reach the echo service;
 # on PostgreSQL, analysts may only read, writers read and write rows, and the
-# DBA may run everything.
+# DBA may run everything. Over HTTP the demo user may GET anything on api and
+# POST under /v1/orders; over gRPC it may make unary calls and use health and
+# reflection, nothing else.
 rules:
   - name: demo-users
     identities: [group:demo]
     services: [echo]
+  - name: demo-api
+    identities: [group:demo]
+    services: [api]
+    http:
+      - methods: [GET, HEAD]
+        paths: ["/**"]
+      - methods: [POST]
+        paths: ["/v1/orders/**"]
+        rate: 10/s
+  - name: demo-grpc
+    identities: [group:demo]
+    services: [orders]
+    grpc:
+      - methods: ["/grpc.testing.TestService/UnaryCall", "/grpc.health.v1.Health/*", "/grpc.reflection.*/*"]
   - name: analysts-read
     identities: [group:analysts]
     services: [pg]
@@ -76,7 +93,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errorf("starting echo service", err)
 	}
 	defer echo.Close()
-	services := []agent.Service{{Name: "echo", Protocol: "tcp", Address: echo.Addr().String()}}
+	api, err := listenSample(ctx, sample.ServeHTTP)
+	if err != nil {
+		return errorf("starting HTTP sample service", err)
+	}
+	orders, err := listenSample(ctx, func(ctx context.Context, ln net.Listener) error { return sample.ServeGRPC(ctx, ln) })
+	if err != nil {
+		return errorf("starting gRPC sample service", err)
+	}
+	services := []agent.Service{{Name: "echo", Protocol: "tcp", Address: echo.Addr().String()},
+		{Name: "api", Protocol: "http", Address: api}, {Name: "orders", Protocol: "grpc", Address: orders}}
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", 500*time.Millisecond); err == nil {
 		c.Close()
 		services = append(services, agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"})
@@ -147,7 +173,21 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	w("Or through a local plaintext port:")
 	w("  %s connect echo --listen 127.0.0.1:15000 --gateway %s --identity %s", self, addr, userDir)
 	w("  nc 127.0.0.1 15000")
-	if len(services) > 1 {
+	tlsFiles := fmt.Sprintf("--cacert %s/svid_bundle.pem --cert %s/svid.pem --key %s/svid_key.pem", userDir, userDir, userDir)
+	w("")
+	w("The HTTP service (every request decided by path and method; the upstream sees who called in")
+	w("the Postern-Jwt-Assertion header; the keys are at https://localhost:%s/.well-known/postern/jwks.json):", port)
+	w("  curl %s https://api.localhost:%s/v1/orders/7", tlsFiles, port)
+	w("  curl %s -X DELETE https://api.localhost:%s/v1/orders/7     # 403, names the rule", tlsFiles, port)
+	w("The gRPC service (every call decided by method):")
+	grpcFiles := fmt.Sprintf("-cacert %s/svid_bundle.pem -cert %s/svid.pem -key %s/svid_key.pem -servername orders.localhost", userDir, userDir, userDir)
+	w("  grpcurl %s %s list", grpcFiles, addr)
+	w("  grpcurl %s -d '{\"payload\":{\"body\":\"aGk=\"}}' %s grpc.testing.TestService/UnaryCall", grpcFiles, addr)
+	w("  grpcurl %s %s grpc.testing.TestService/EmptyCall            # PermissionDenied, names the rule", grpcFiles, addr)
+	w("  (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)")
+	w("Machines without an SVID use an API key: %s apikey create --data-dir %s --id spiffe://postern.local/workload/bot --group demo", self, gwDir)
+	w("  curl --cacert %s/svid_bundle.pem -H \"Authorization: Bearer KEY\" https://api.localhost:%s/v1/orders/7", userDir, port)
+	if len(services) > 3 {
 		w("")
 		w("PostgreSQL on 127.0.0.1:5432, through the tunnel: no database password on the client, every statement")
 		w("decided by policy. The analyst may only read (try a CREATE TABLE: ERROR 42501), the writer may change")
@@ -198,6 +238,17 @@ func freeIfTaken(addr string) string {
 	}
 	ln.Close()
 	return addr
+}
+
+// listenSample runs a sample service on an ephemeral loopback port until
+// ctx is done and returns its address.
+func listenSample(ctx context.Context, serve func(context.Context, net.Listener) error) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go serve(ctx, ln)
+	return ln.Addr().String(), nil
 }
 
 // startEcho runs the demo's TCP echo service on an ephemeral port.

@@ -12,12 +12,15 @@
 // a JSON Echo of the request, and has a few paths that behave differently:
 //
 //	/status/{code}        answers that status code (200–599), with the Echo as body
-//	/stream?n=N&size=S    N chunks of S bytes, flushed one by one, no Content-Length
+//	/stream?n=N&size=S    N chunks (default 10) of S bytes (default 1024), flushed one
+//	                      by one, no Content-Length; chunk i is all 'a'+i%26
 //	                      (&ms=M waits M ms before each chunk after the first)
 //	/upload               reads the body as a stream; its Echo gives the byte count and SHA-256
 //	/ws                   WebSocket echo: each message comes back with its type
-//	/slow?ms=N            waits N ms (or until the request is canceled), then the Echo
-//	/headers/big?kb=N     the Echo with a response header X-Big of N KiB
+//	/slow?ms=N            waits N ms (default 1000, or until the request is canceled), then the Echo
+//	/headers/big?kb=N     the Echo with a response header X-Big of N KiB (default 64)
+//
+// A bad parameter gets 400. ServeHTTP speaks HTTP/1.1 and cleartext HTTP/2.
 //
 // The gRPC service (NewGRPCServer, ServeGRPC) is grpc-go's interop
 // grpc.testing.TestService, with the standard health service (every service

@@ -111,7 +111,11 @@ func (h *handler) serveCall(w http.ResponseWriter, r *http.Request, c *call) {
 		h.refuse(w, r, c, http.StatusUnsupportedMediaType, 0, "", "this service speaks gRPC: send application/grpc over HTTP/2")
 		return
 	}
-	method, err := CleanGRPCMethod(r.URL.Path)
+	target := r.RequestURI // :path as sent, before any decoding
+	if target == "" {
+		target = r.URL.Path
+	}
+	method, err := CleanGRPCMethod(target)
 	if err != nil {
 		h.refuse(w, r, c, 0, 12, "", err.Error())
 		return
