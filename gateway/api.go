@@ -10,8 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/gateway/assertion"
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/ca"
 	"github.com/postern/postern/pki/enroll"
