@@ -20,6 +20,7 @@ import (
 
 	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/gateway/audit"
+	"github.com/postern/postern/gateway/bearer"
 	"github.com/postern/postern/gateway/policy"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/rotate"
@@ -58,6 +59,13 @@ type Config struct {
 	// StatementCache is how many Postgres statement classifications are
 	// kept (by statement text), default 10000.
 	StatementCache int
+
+	// OIDC are the issuers whose JWTs HTTP and gRPC clients may present as
+	// bearer tokens instead of an SVID (docs/AUTH.md). API keys issued by
+	// postern apikey create are always accepted.
+	OIDC []bearer.IssuerConfig
+	// Bearer tunes how OIDC issuers are reached (HTTP client, refresh).
+	Bearer bearer.Options
 
 	Tunnel *tunnel.Config
 	Logger *slog.Logger
@@ -120,6 +128,7 @@ type Server struct {
 	ups      upstreams
 	names    nameCerts
 	signer   *assertion.Signer
+	bearer   *bearer.Authenticator
 	// authBearer checks HTTP and gRPC bearer tokens (nil: none accepted);
 	// assert signs the Postern-Jwt-Assertion of a request.
 	authBearer func(ctx context.Context, token string) (phttp.Caller, error)
@@ -181,6 +190,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("loading assertion key: %w", err)
 	}
 	s.signer.Issuer = id.String()
+	opts := cfg.Bearer
+	if opts.Logger == nil {
+		opts.Logger = s.log
+	}
+	if s.bearer, err = bearer.New(ctx, bearer.Config{TrustDomain: cfg.TrustDomain, OIDC: cfg.OIDC,
+		APIKeys: data.Store, Options: opts}); err != nil {
+		s.audit.Close()
+		data.Close()
+		return nil, err
+	}
+	s.authBearer = func(ctx context.Context, token string) (phttp.Caller, error) {
+		who, err := s.bearer.Authenticate(ctx, token)
+		if err != nil {
+			return phttp.Caller{}, err
+		}
+		return phttp.Caller{ID: who.ID, Groups: who.Groups, Auth: who.Method}, nil
+	}
 	s.assert = func(now time.Time, c phttp.Caller, audience string) (string, error) {
 		return s.signer.Assert(now, assertion.Claims{Subject: c.ID.String(), Audience: audience, Groups: c.Groups})
 	}
@@ -342,6 +368,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	s.conns.Wait()
 	s.closeUpstreams()
+	s.bearer.Close()
 	s.audit.Close()
 	s.data.Close()
 	return nil

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/gateway/bearer"
 )
 
 // gatewayFile is the YAML of `postern gateway --config FILE`. A flag given
@@ -31,6 +32,8 @@ type gatewayFile struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	SVIDTTL          time.Duration `yaml:"svid_ttl"`
 	AgentTTL         time.Duration `yaml:"agent_ttl"`
+	// OIDC issuers whose JWTs HTTP and gRPC clients may present (docs/AUTH.md).
+	OIDC []bearer.IssuerConfig `yaml:"oidc"`
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -38,6 +41,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var f gatewayFile
 	var logs logFlags
 	var quic bool
+	var oidc []bearer.IssuerConfig
 	config := fs.String("config", "", "YAML config file (flags win)")
 	fs.StringVar(&f.DataDir, "data-dir", "./postern-data", "data directory (CA, store, recordings)")
 	fs.StringVar(&f.Listen, "listen", "127.0.0.1:8443", "TCP and UDP address for agents and clients")
@@ -75,6 +79,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		pick(set, "handshake-timeout", &f.HandshakeTimeout, file.HandshakeTimeout)
 		pick(set, "svid-ttl", &f.SVIDTTL, file.SVIDTTL)
 		pick(set, "agent-ttl", &f.AgentTTL, file.AgentTTL)
+		oidc = file.OIDC
 		if !set["quic"] && file.QUIC != nil {
 			quic = *file.QUIC
 		}
@@ -90,7 +95,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	srv, err := gateway.New(ctx, gateway.Config{
 		DataDir: f.DataDir, Listen: f.Listen, OpsListen: f.OpsListen, TrustDomain: td,
 		PublicName: f.PublicName, Name: f.Name, PolicyPath: f.Policy, DisableQUIC: !quic,
-		HandshakeTimeout: f.HandshakeTimeout, SVIDTTL: f.SVIDTTL, AgentTTL: f.AgentTTL, Logger: logger,
+		HandshakeTimeout: f.HandshakeTimeout, SVIDTTL: f.SVIDTTL, AgentTTL: f.AgentTTL, OIDC: oidc, Logger: logger,
 	})
 	if err != nil {
 		return errorf("starting gateway", err)

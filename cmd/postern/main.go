@@ -54,6 +54,7 @@ func commands() []command {
 		{"agent", "run an agent next to services", runAgent},
 		{"token", "token create: mint a one-time agent join token", runToken},
 		{"identity", "identity issue: issue an SVID to a user or workload", runIdentity},
+		{"apikey", "apikey create|revoke|list: API keys for machines (HTTP/gRPC bearer)", runAPIKey},
 		{"connect", "open a local plaintext port tunneled with your SVID", runConnect},
 		{"policy", "policy check FILE: validate a policy file", runPolicy},
 		{"demo", "run gateway, agent and sample services on this machine", runDemo},

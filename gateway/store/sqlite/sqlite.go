@@ -344,15 +344,23 @@ func (d *DB) RevokeAPIKey(ctx context.Context, keyID string, at time.Time) error
 	return nil
 }
 
-// apiKeys reads the API keys (only the one with id keyID if one is true)
-// with their groups in a single statement, so that the result is consistent.
+// API key queries: with their groups in a single statement, so that the
+// result is consistent. The one-key query is run on every request that
+// carries an API key, so it must use the primary key (no OR in its WHERE).
+const (
+	apiKeyColumns = `SELECT k.id, k.spiffe_id, k.secret_hash, k.created_at, k.expires_at, k.revoked_at, g.name
+		 FROM api_keys k LEFT JOIN api_key_groups g ON g.key_id = k.id`
+	oneAPIKeyQuery  = apiKeyColumns + ` WHERE k.id = $1 ORDER BY g.position`
+	allAPIKeysQuery = apiKeyColumns + ` ORDER BY k.created_at, k.id, g.position`
+)
+
+// apiKeys reads the API key with id keyID if one is true, else all of them.
 func (d *DB) apiKeys(ctx context.Context, keyID string, one bool) ([]store.APIKey, error) {
-	rows, err := d.db.QueryContext(ctx,
-		`SELECT k.id, k.spiffe_id, k.secret_hash, k.created_at, k.expires_at, k.revoked_at, g.name
-		 FROM api_keys k LEFT JOIN api_key_groups g ON g.key_id = k.id
-		 WHERE $1 = 0 OR k.id = $2
-		 ORDER BY k.created_at, k.id, g.position`,
-		boolInt(one), keyID)
+	query, args := allAPIKeysQuery, []any(nil)
+	if one {
+		query, args = oneAPIKeyQuery, []any{keyID}
+	}
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing API keys: %w", err)
 	}

@@ -1,0 +1,162 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/protocols/tunnel"
+)
+
+// benchHTTPPolicy decides every request of the benchmark's identity by an
+// http or grpc entry, so the path of a decision is the one users pay.
+const benchHTTPPolicy = `rules:
+  - name: bench-http
+    identities: [spiffe://postern.local/user/bench]
+    services: [api]
+    http:
+      - methods: [GET]
+        paths: ["/v1/**"]
+  - name: bench-grpc
+    identities: [spiffe://postern.local/user/bench]
+    services: [orders]
+    grpc:
+      - methods: ["/grpc.testing.TestService/UnaryCall"]
+`
+
+// benchConns is how many client connections (HTTP) or concurrent calls
+// (gRPC, on one HTTP/2 connection) the load keeps busy.
+const benchConns = 50
+
+// BenchmarkHTTP: GET /v1/orders/7 with keep-alive over 50 HTTP/1.1
+// connections, directly to the sample upstream and through Postern over each
+// tunnel transport (client TLS with an SVID, per-request policy, assertion,
+// audit). Reports requests/s and the p50 and p99 latency.
+func BenchmarkHTTP(b *testing.B) {
+	upstream := startSampleHTTP(b)
+	for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+		b.Run(path, func(b *testing.B) {
+			var c *http.Client
+			url := "http://" + upstream + "/v1/orders/7"
+			if path == "direct" {
+				c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
+			} else {
+				g, svid := startBenchHTTP(b, path, agent.Service{Name: "api", Protocol: "http", Address: upstream})
+				c = httpClient(g, svid, false)
+				tr := c.Transport.(*http.Transport)
+				tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = benchConns, benchConns
+				url = serviceURL(g, "api", "/v1/orders/7")
+			}
+			get := func() error {
+				resp, err := c.Get(url)
+				if err != nil {
+					return err
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return &statusError{resp.StatusCode}
+				}
+				return nil
+			}
+			if err := get(); err != nil {
+				b.Fatal(err)
+			}
+			runLoad(b, get)
+		})
+	}
+}
+
+// BenchmarkGRPC: unary calls (a 100-byte payload each way), 50 in flight on
+// one client connection, directly and through Postern over each transport.
+func BenchmarkGRPC(b *testing.B) {
+	upstream := startSampleGRPC(b)
+	for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+		b.Run(path, func(b *testing.B) {
+			var cc *grpc.ClientConn
+			if path == "direct" {
+				var err error
+				if cc, err = grpc.NewClient("passthrough:///"+upstream, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cc.Close() })
+			} else {
+				g, svid := startBenchHTTP(b, path, agent.Service{Name: "orders", Protocol: "grpc", Address: upstream})
+				cc = grpcConn(b, g, "orders", svid)
+			}
+			tc := testpb.NewTestServiceClient(cc)
+			req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 100)}}
+			call := func() error {
+				_, err := tc.UnaryCall(context.Background(), req)
+				return err
+			}
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+			runLoad(b, call)
+		})
+	}
+}
+
+func startBenchHTTP(b *testing.B, transport string, svc agent.Service) (*gw, *x509svid.SVID) {
+	b.Helper()
+	g := startGateway(b, benchHTTPPolicy)
+	a := startAgent(b, g, "bench-"+transport, transport, b.TempDir(), svc)
+	if got := a.waitConnected(b); got != transport {
+		b.Fatalf("got transport %q, want %q", got, transport)
+	}
+	return g, issue(b, g, benchIdentity)
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return http.StatusText(e.code) }
+
+// runLoad runs b.N calls of op from benchConns goroutines and reports
+// requests/s, p50 and p99.
+func runLoad(b *testing.B, op func() error) {
+	b.Helper()
+	var next atomic.Int64
+	lat := make([][]time.Duration, benchConns)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	b.ResetTimer()
+	start := time.Now()
+	for w := range benchConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					failed.Store(err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+}
