@@ -10,6 +10,10 @@
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
+#   http, grpc    BenchmarkHTTP/{direct,tls,quic}, BenchmarkGRPC/{direct,tls,quic}
+#                 (./integration/: 50 keep-alive connections, unary calls 50 in
+#                 flight), and the per-request parts: BenchmarkAuthorizeHTTPRequest,
+#                 BenchmarkCleanPath, BenchmarkAssert, BenchmarkAuthenticate*
 #
 # The raw `go test` output goes to bin/bench.out (BENCH_OUT to change it);
 # the summary (medians over the -count runs, each chain transport's ratio to
@@ -75,6 +79,8 @@ run postgres -bench '^BenchmarkPgbench$' -benchtime "$benchtime" -count "$count"
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
 run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
 run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
+run http -bench '^(BenchmarkHTTP|BenchmarkGRPC)$' -benchtime "$benchtime" -count "$count" ./integration/
+run httpparts -bench '^(BenchmarkAuthorizeHTTPRequest|BenchmarkCleanPath|BenchmarkAssert|BenchmarkAuthenticateAPIKey|BenchmarkAuthenticateJWT)$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/ ./protocols/http/ ./gateway/assertion/ ./gateway/bearer/
 
 echo
 echo "raw output: $out"
@@ -113,6 +119,9 @@ function fmtns(ns) {
     if ($i == "MB/s") add(name SUBSEP "mbs", $(i - 1))
     if ($i == "tps") add(name SUBSEP "tps", $(i - 1))
     if ($i == "ms/txn") add(name SUBSEP "lat", $(i - 1))
+    if ($i == "req/s") add(name SUBSEP "rps", $(i - 1))
+    if ($i == "p50-ms") add(name SUBSEP "p50", $(i - 1))
+    if ($i == "p99-ms") add(name SUBSEP "p99", $(i - 1))
   }
 }
 END {
@@ -146,10 +155,22 @@ END {
     ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
     printf "  %-18s %10.1f %10.3f %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio
   }
+  printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs)\n"
+  printf "  %-12s %10s %8s %8s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "rps" || p[1] !~ /^Benchmark(HTTP|GRPC)\//) continue
+    t = p[1]; sub(/^Benchmark/, "", t)
+    split(p[1], q, "/")
+    d = median(q[1] "/direct" SUBSEP "rps")
+    m = median(order[k])
+    ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
+    printf "  %-12s %10.0f %8.2f %8.2f %10s\n", t, m, median(p[1] SUBSEP "p50"), median(p[1] SUBSEP "p99"), ratio
+  }
   printf "\nMicrobenchmarks (median)\n"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
-    if (p[2] != "ns" || p[1] ~ /^Benchmark(Chain|Connect|Pgbench)\//) continue
+    if (p[2] != "ns" || p[1] ~ /^Benchmark(Chain|Connect|Pgbench|HTTP|GRPC)\//) continue
     mb = ""
     if ((p[1] SUBSEP "mbs") in cnt) mb = sprintf("%10.1f MB/s", median(p[1] SUBSEP "mbs"))
     printf "  %-28s %12s/op %s\n", p[1], fmtns(median(order[k])), mb
