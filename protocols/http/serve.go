@@ -106,6 +106,7 @@ func Serve(ctx context.Context, conn *tls.Conn, cfg Config) Result {
 		Rewrite:      h.rewrite,
 		Transport:    cfg.Transport,
 		ErrorHandler: h.upstreamError,
+		BufferPool:   copyBuffers,
 		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	if conn.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
@@ -194,3 +195,11 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// copyBuffers lends the proxies their 32 KiB body copy buffers.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
