@@ -31,7 +31,7 @@ func TestAuthenticate(t *testing.T) {
 		t.Fatal(err)
 	}
 	forgedIss := jwksClaims()
-	forgedIss["iss"] = o.Issuer // signed by the other issuer's key
+	forgedIss["iss"] = o.Issuer() // signed by the other issuer's key
 	tests := map[string]struct {
 		token  string
 		wantID string // "" means refused
@@ -104,17 +104,17 @@ func TestTokenFromHeader(t *testing.T) {
 func TestCloseStopsBackground(t *testing.T) {
 	o := startOP(t)
 	down := startOP(t)
-	down.down.Store(true)
+	down.SetDown(true)
 	a, err := New(context.Background(), Config{TrustDomain: testTD, OIDC: []IssuerConfig{o.issuerConfig(), down.issuerConfig()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := a.verifier(o.Issuer).WaitReady(ctx); err != nil {
+	if err := a.verifier(o.Issuer()).WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	<-down.refused
+	<-down.Refused()
 	if stacks := goroutines(); !strings.Contains(stacks, "jwkset.NewStorageFromHTTP") || !strings.Contains(stacks, "bearer.(*keySet).load") {
 		t.Fatalf("before Close: got no refresh or loading goroutine, want both:\n%s", stacks)
 	}

@@ -26,7 +26,7 @@ func TestRealToken(t *testing.T) {
 	token := o.clientCredentialsToken(t, "ci-runner", "ci-secret")
 	configs := map[string]func(*IssuerConfig){
 		"discovery": func(*IssuerConfig) {},
-		"jwks_url":  func(c *IssuerConfig) { c.JWKSURL = o.Issuer + "/keys" },
+		"jwks_url":  func(c *IssuerConfig) { c.JWKSURL = o.JWKSURL() },
 	}
 	for name, mod := range configs {
 		t.Run(name, func(t *testing.T) {
@@ -43,8 +43,8 @@ func TestRealToken(t *testing.T) {
 			if want := []string{"deployers", "ci"}; !slices.Equal(got.Groups, want) {
 				t.Errorf("got groups %v, want %v", got.Groups, want)
 			}
-			if got.Method != MethodOIDC || got.Issuer != o.Issuer || got.KeyID == "" {
-				t.Errorf("got method %q issuer %q jti %q, want oidc, %s and the token's jti", got.Method, got.Issuer, got.KeyID, o.Issuer)
+			if got.Method != MethodOIDC || got.Issuer != o.Issuer() || got.KeyID == "" {
+				t.Errorf("got method %q issuer %q jti %q, want oidc, %s and the token's jti", got.Method, got.Issuer, got.KeyID, o.Issuer())
 			}
 		})
 	}
@@ -314,7 +314,7 @@ func TestUnknownKIDRefetches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := o.jwksHits.Load()
+	before := o.JWKSHits()
 	for i, tc := range []struct {
 		fetches int64
 		says    string
@@ -327,7 +327,7 @@ func TestUnknownKIDRefetches(t *testing.T) {
 		if !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), tc.says) {
 			t.Fatalf("token %d: got %v, want a refusal saying %q", i, err, tc.says)
 		}
-		if got := o.jwksHits.Load() - before; got != want {
+		if got := o.JWKSHits() - before; got != want {
 			t.Fatalf("token %d: got %d JWKS fetches since start, want %d", i, got, want)
 		}
 	}
@@ -341,7 +341,7 @@ func TestUnknownKIDRefetches(t *testing.T) {
 // tokens are refused with a clear reason until the keys load, then pass.
 func TestIdPDownAtStart(t *testing.T) {
 	o := startOP(t)
-	o.down.Store(true)
+	o.SetDown(true)
 	a, err := New(context.Background(), Config{TrustDomain: testTD, OIDC: []IssuerConfig{o.issuerConfig()}})
 	if err != nil {
 		t.Fatalf("New with the IdP down: %v", err)
@@ -352,7 +352,7 @@ func TestIdPDownAtStart(t *testing.T) {
 	if !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "are not available") {
 		t.Fatalf("IdP down: got %v, want a refusal saying the keys are not available", err)
 	}
-	<-o.refused // the first attempt failed
+	<-o.Refused() // the first attempt failed
 	for {
 		_, err = a.Authenticate(context.Background(), token)
 		if !strings.Contains(err.Error(), "not fetched yet") {
@@ -363,7 +363,7 @@ func TestIdPDownAtStart(t *testing.T) {
 	if !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("IdP down: got %v, want a refusal naming the IdP's answer", err)
 	}
-	o.down.Store(false)
+	o.SetDown(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.WaitReady(ctx); err != nil {
