@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := all
-.PHONY: all build test lint demo bench fuzz clean
+.PHONY: all build test lint demo bench fuzz tools clean
 
 all: lint test
 
@@ -18,6 +18,14 @@ build:
 # -race throughout; the slow soak (3-minute SVID rotation) runs here too.
 test:
 	$(GO) test -race -timeout 14m -count=1 $(PKGS)
+
+# Client tools the tests use that distributions do not package: grpcurl,
+# built from the module proxy into bin/ (the gRPC tests look there).
+GRPCURL_VERSION ?= v1.9.4
+tools: bin/grpcurl
+bin/grpcurl:
+	@mkdir -p bin
+	cd bin && GOFLAGS=-mod=mod GOBIN=$(CURDIR)/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +18,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/postern/postern/internal/sample"
+	"github.com/postern/postern/pki"
 	"github.com/postern/postern/protocols"
 )
 
@@ -189,5 +195,70 @@ func TestCallRateLimits(t *testing.T) {
 	}
 	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "limited") {
 		t.Fatalf("got %v, want ResourceExhausted naming rule limited", err)
+	}
+}
+
+// TestGRPCClientStreaming: a client-streaming call is decided once and its
+// messages all reach the upstream.
+func TestGRPCClientStreaming(t *testing.T) {
+	env := startHTTP(t, "quic")
+	c := testpb.NewTestServiceClient(grpcConn(t, env.g, "orders", env.writer))
+	s, err := c.StreamingInputCall(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for i := range 10 {
+		n := 1000 * (i + 1)
+		total += n
+		if err := s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, n)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := s.CloseAndRecv()
+	if err != nil || int(resp.GetAggregatedPayloadSize()) != total {
+		t.Fatalf("got %v, %v, want an aggregated size of %d", resp, err, total)
+	}
+}
+
+// TestGRPCWithGrpcurl: grpcurl, through reflection, with the SVID files a
+// user gets; reflection is a gRPC method like any other for the policy.
+func TestGRPCWithGrpcurl(t *testing.T) {
+	grpcurl, err := exec.LookPath("grpcurl")
+	if err != nil {
+		if grpcurl, err = filepath.Abs("../bin/grpcurl"); err == nil {
+			_, err = os.Stat(grpcurl)
+		}
+	}
+	if err != nil {
+		t.Fatalf("grpcurl is needed (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4, or make tools): %v", err)
+	}
+	env := startHTTP(t, "tls")
+	g := env.g
+	run := func(svid *x509svid.SVID, args ...string) (string, error) {
+		dir := t.TempDir()
+		if err := pki.WriteFiles(dir, svid, g.srv.Data().CA.Roots()); err != nil {
+			t.Fatal(err)
+		}
+		base := []string{"-max-time", "20", "-cacert", filepath.Join(dir, pki.BundleFile), "-cert", filepath.Join(dir, pki.SVIDFile),
+			"-key", filepath.Join(dir, pki.KeyFile), "-servername", "orders.localhost"}
+		args = append(base, args...)
+		for i, a := range args {
+			if a == "ADDR" {
+				args[i] = g.addr()
+			}
+		}
+		out, err := exec.Command(grpcurl, args...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(env.writer, "ADDR", "list"); err != nil || !strings.Contains(out, "grpc.testing.TestService") {
+		t.Errorf("writer list: got %q, %v; want the test service", out, err)
+	}
+	if out, err := run(env.writer, "-d", `{"payload":{"body":"aGk="}}`, "ADDR", "grpc.testing.TestService/UnaryCall"); err != nil || !strings.Contains(out, `"aGk="`) {
+		t.Errorf("writer UnaryCall: got %q, %v; want the payload back", out, err)
+	}
+	// The reader may not use reflection: grpcurl is told which rule said no.
+	if out, err := run(env.reader, "ADDR", "list"); err == nil || !strings.Contains(out, "PermissionDenied") || !strings.Contains(out, "grpc-readers") {
+		t.Errorf("reader list: got %q, %v; want PermissionDenied naming grpc-readers", out, err)
 	}
 }
