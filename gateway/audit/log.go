@@ -53,10 +53,11 @@ type session struct {
 	w         *bufio.Writer
 	seq       int64
 	prev      string
-	dirty     bool  // records written since the last flush
-	closed    bool  // nothing more may be written
-	err       error // why the session stopped recording early
-	warnedErr bool  // a drop was logged for this session
+	dirty     bool   // records written since the last flush
+	closed    bool   // nothing more may be written
+	err       error  // why the session stopped recording early
+	warnedErr bool   // a drop was logged for this session
+	line      []byte // the buffer of the last record's line
 }
 
 var _ protocols.Recorder = (*Log)(nil)
@@ -127,7 +128,7 @@ func (l *Log) Record(e protocols.Event) {
 		l.drop(s, e, s.err)
 		return
 	}
-	line, err := encode(Record{
+	line, err := appendLine(s.line[:0], Record{
 		V:       Version,
 		Seq:     s.seq,
 		Time:    t.UTC(),
@@ -136,6 +137,7 @@ func (l *Log) Record(e protocols.Event) {
 		Data:    data,
 		Prev:    s.prev,
 	})
+	s.line = line
 	if err != nil {
 		l.drop(s, e, err)
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/postern/postern/protocols"
@@ -77,6 +78,50 @@ func encode(r Record) ([]byte, error) {
 		return nil, fmt.Errorf("encoding record %d: %w", r.Seq, err)
 	}
 	return b, nil
+}
+
+// appendLine appends the line of r to b, byte for byte what encode returns,
+// without reflection and without compacting r.Data again: r.Data must be
+// what json.Marshal made (compact, HTML-escaped). Fields that would need
+// escaping fall back to encode. The writer uses it; readers check lines
+// against encode, so a difference would show as a broken chain in tests.
+func appendLine(b []byte, r Record) ([]byte, error) {
+	if !plainJSONString(r.Session) || !plainJSONString(string(r.Type)) || !plainJSONString(r.Prev) ||
+		r.Time.Year() < 0 || r.Time.Year() > 9999 {
+		line, err := encode(r)
+		return append(b, line...), err
+	}
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(r.V), 10)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, r.Seq, 10)
+	b = append(b, `,"time":"`...)
+	b = r.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","session":"`...)
+	b = append(b, r.Session...)
+	b = append(b, `","type":"`...)
+	b = append(b, r.Type...)
+	b = append(b, `","data":`...)
+	if len(r.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, r.Data...)
+	}
+	b = append(b, `,"prev":"`...)
+	b = append(b, r.Prev...)
+	return append(b, `"}`...), nil
+}
+
+// plainJSONString reports whether encoding/json writes s as itself between
+// quotes: printable ASCII without '"', '\\', '<', '>' or '&'.
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // hash returns the prev value of the record after line.
