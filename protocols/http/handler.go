@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -187,6 +188,10 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, c *call, d pro
 	errText := ""
 	if c.err != nil {
 		errText = c.err.Error()
+	}
+	if log := h.cfg.Logger; log.Enabled(r.Context(), slog.LevelDebug) {
+		log.Debug("request allowed", "session", h.cfg.Session, "identity", c.caller.ID.String(), "service", h.cfg.Service,
+			"method", r.Method, "path", c.path, "verdict", protocols.VerdictAllow, "rule", d.Rule, "status", status)
 	}
 	if h.cfg.GRPC {
 		code, msg := grpcStatus(w.Header(), status)
