@@ -2,136 +2,59 @@ package tlsmux
 
 import (
 	"crypto/tls"
-	"errors"
-	"sync"
-	"time"
+	"encoding/binary"
 )
 
-// maxPending bounds the bytes of frames waiting to be written: past it,
-// yamux's send loop waits, as it would on a slow connection.
-const maxPending = 512 << 10
+// yamux v0.1.2 frame header: version, type, flags (2), stream id (4),
+// length (4).
+const (
+	frameHeaderLen = 12
+	frameTypeData  = 0
+)
 
-// frameConn is the TLS connection as yamux sees it. It combines writes:
-// yamux's send loop hands it each frame (a 12-byte header, then the body,
-// in two Writes), which it only appends to a buffer; a writer goroutine
-// sends everything buffered in one tls.Conn.Write whenever it is idle. When
-// many streams are busy, the frames that queue up while one write is in the
-// kernel leave together in the next, so a frame costs a fraction of a
-// syscall and of a TLS record instead of one each; when one stream is
-// alone, each frame still leaves at once.
+// frameConn is the TLS connection as yamux sees it. yamux v0.1.2 writes each
+// frame's 12-byte header and its body in two Writes, which on TLS costs a
+// record and a syscall each; frameConn holds a data frame's header back and
+// sends it with the body in one Write. Only yamux's send loop writes to it.
 //
 // When the connection under the tls.Conn is a BatchConn, the records of one
-// write also leave in a single syscall.
-//
-// A write error is reported by the Writes after it; yamux then closes the
-// session. Close writes what is buffered (yamux's GoAway) first.
+// frame also leave in a single write.
 type frameConn struct {
 	*tls.Conn
+	held  bool
+	buf   []byte
 	batch batcher // nil when the conn under TLS cannot batch
-
-	mu      sync.Mutex
-	cond    sync.Cond // signals pending data to the writer, room and ends to Write
-	pending []byte
-	spare   []byte
-	writing bool
-	closed  bool
-	err     error
-	done    chan struct{} // closed when the writer goroutine has ended
 }
 
 func newFrameConn(c *tls.Conn) *frameConn {
-	fc := &frameConn{Conn: c, done: make(chan struct{})}
+	fc := &frameConn{Conn: c}
 	fc.batch, _ = c.NetConn().(batcher)
-	fc.cond.L = &fc.mu
-	go fc.writeLoop()
 	return fc
 }
 
-var errFrameConnClosed = errors.New("tunnel connection closed")
-
 func (c *frameConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for len(c.pending) >= maxPending && c.err == nil && !c.closed {
-		c.cond.Wait()
-	}
-	switch {
-	case c.err != nil:
-		return 0, c.err
-	case c.closed:
-		return 0, errFrameConnClosed
-	}
-	c.pending = append(c.pending, p...)
-	if !c.writing {
-		c.cond.Broadcast()
-	}
-	return len(p), nil
-}
-
-// writeLoop sends what Write buffered, all of it at each turn.
-func (c *frameConn) writeLoop() {
-	defer close(c.done)
-	c.mu.Lock()
-	for {
-		for len(c.pending) == 0 && !c.closed {
-			c.cond.Wait()
+	if c.held {
+		c.held = false
+		c.buf = append(c.buf[:frameHeaderLen], p...)
+		if c.batch != nil {
+			c.batch.Hold()
 		}
-		if len(c.pending) == 0 { // closed, nothing left
-			c.mu.Unlock()
-			return
+		_, err := c.Conn.Write(c.buf)
+		if c.batch != nil {
+			if ferr := c.batch.Flush(); err == nil {
+				err = ferr
+			}
 		}
-		buf := c.pending
-		c.pending, c.spare = c.spare[:0], nil
-		c.writing = true
-		c.mu.Unlock()
-
-		err := c.send(buf)
-
-		c.mu.Lock()
-		c.writing = false
-		c.spare = buf[:0]
 		if err != nil {
-			c.err = err
-			c.pending = nil
-			c.cond.Broadcast()
-			c.mu.Unlock()
-			return
+			return 0, err
 		}
-		c.cond.Broadcast() // room for waiting writers
+		return len(p), nil
 	}
-}
-
-func (c *frameConn) send(buf []byte) error {
-	if c.batch != nil {
-		c.batch.Hold()
+	// A data frame with a length always has its body written next.
+	if len(p) == frameHeaderLen && p[1] == frameTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+		c.buf = append(c.buf[:0], p...)
+		c.held = true
+		return len(p), nil
 	}
-	_, err := c.Conn.Write(buf)
-	if c.batch != nil {
-		if ferr := c.batch.Flush(); err == nil {
-			err = ferr
-		}
-	}
-	return err
-}
-
-// closeFlushTimeout bounds how long Close waits for buffered frames to
-// leave: a peer that reads nothing must not hold the close.
-const closeFlushTimeout = time.Second
-
-// Close writes what is buffered (for at most closeFlushTimeout), then closes
-// the TLS connection, which also breaks a write that is stuck.
-func (c *frameConn) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.cond.Broadcast()
-	c.mu.Unlock()
-	t := time.NewTimer(closeFlushTimeout)
-	defer t.Stop()
-	select {
-	case <-c.done:
-	case <-t.C:
-	}
-	err := c.Conn.Close()
-	<-c.done
-	return err
+	return c.Conn.Write(p)
 }
