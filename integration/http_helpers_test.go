@@ -82,20 +82,15 @@ func startHTTP(t testing.TB, transport string) *httpEnv {
 	return &httpEnv{g: g, reader: issue(t, g, readerUser, "readers"), writer: issue(t, g, writerUser, "writers")}
 }
 
-func startSampleHTTP(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sample.ServeHTTP(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
-}
+func startSampleHTTP(t testing.TB) string { return startSample(t, sample.ServeHTTP) }
 
 func startSampleGRPC(t testing.TB) string {
+	return startSample(t, func(ctx context.Context, ln net.Listener) error { return sample.ServeGRPC(ctx, ln) })
+}
+
+// startSample runs a sample upstream on a free loopback port until the test
+// ends and returns its address.
+func startSample(t testing.TB, serve func(context.Context, net.Listener) error) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +98,7 @@ func startSampleGRPC(t testing.TB) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { sample.ServeGRPC(ctx, ln); close(done) }()
+	go func() { serve(ctx, ln); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String()
 }
