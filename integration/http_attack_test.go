@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/postern/postern/connect"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/pkitest"
 	"github.com/postern/postern/protocols"
@@ -178,4 +179,30 @@ func TestHTTP2RapidReset(t *testing.T) {
 	waitFor(t, time.Minute, "the flood's goroutines gone", func() bool {
 		return runtime.NumGoroutine() <= baseline+20
 	})
+}
+
+// TestHTTPThroughConnect: a plaintext HTTP client behind postern connect is
+// served like a TLS client with the connect user's SVID.
+func TestHTTPThroughConnect(t *testing.T) {
+	env := startHTTP(t, "tls")
+	g := env.g
+	dir := t.TempDir()
+	if err := pki.WriteFiles(dir, env.reader, g.srv.Data().CA.Roots()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&connect.Proxy{Service: "api", Gateway: g.addr(), IdentityDir: dir}).Serve(ctx, ln)
+	c := &http.Client{Timeout: 10 * time.Second}
+	r := do(t, c, "GET", "http://"+ln.Addr().String()+"/v1/orders/7", nil)
+	if e := r.echo(t); r.status != 200 || len(e.Headers["Postern-Jwt-Assertion"]) != 1 {
+		t.Fatalf("GET: got %d with assertion %q, want 200 and one", r.status, e.Headers["Postern-Jwt-Assertion"])
+	}
+	if r := do(t, c, "POST", "http://"+ln.Addr().String()+"/v1/orders", nil); r.status != 403 {
+		t.Fatalf("POST: got %d, want 403 (the reader's rights)", r.status)
+	}
 }
