@@ -23,9 +23,6 @@ import (
 	"github.com/postern/postern/pki"
 )
 
-// Header is the request header that carries the assertion upstream.
-const Header = "Postern-Jwt-Assertion"
-
 // JWKSPath is where the gateway serves Signer.Handler.
 const JWKSPath = "/.well-known/postern/jwks.json"
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -86,17 +85,4 @@ func (a *Authenticator) Close() {
 	for _, v := range a.issuers {
 		v.Close()
 	}
-}
-
-// TokenFromHeader returns the token of an "Authorization: Bearer TOKEN"
-// header, and false when h has no such header. The scheme is matched
-// without regard to case (RFC 9110 §11.1).
-func TokenFromHeader(h http.Header) (string, bool) {
-	v := h.Get("Authorization")
-	scheme, token, ok := strings.Cut(v, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
 }

@@ -218,15 +218,11 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, c *call, d pro
 // path, no copy of the assertion header from the client, the caller's
 // assertion, no bearer token that was Postern's, X-Forwarded-*.
 func (h *handler) rewrite(pr *httputil.ProxyRequest) {
-	c, _ := pr.In.Context().Value(callKey{}).(*call)
+	c := pr.In.Context().Value(callKey{}).(*call) // forward always sets it
 	out := pr.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = h.cfg.Service
 	out.Host = pr.In.Host
-	if c == nil { // cannot happen: forward always sets it
-		out.Header = http.Header{}
-		return
-	}
 	out.URL.Path, out.URL.RawPath = c.path, c.raw
 	if c.path == c.raw {
 		out.URL.RawPath = ""

@@ -154,7 +154,6 @@ func serveHTTP1(ctx context.Context, conn *tls.Conn, h *handler) {
 			}
 		},
 	}
-	srv.SetKeepAlivesEnabled(true)
 	ln := newConnListener(conn)
 	go srv.Serve(ln)
 	select {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,7 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 		w.Header().Set("X-Assertion", r.Header.Get(AssertionHeader))
 		w.Header().Set("X-Authorization", r.Header.Get("Authorization"))
 		n, _ := io.Copy(io.Discard, r.Body)
-		w.Header().Set("X-Body", strconvItoa(n))
+		w.Header().Set("X-Body", strconv.FormatInt(n, 10))
 		io.WriteString(w, "upstream body")
 	}))
 	t.Cleanup(upstream.Close)
@@ -89,8 +90,6 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 	f.roots = &tls.Config{RootCAs: ca.Pool(), ServerName: "api.localhost"}
 	return f
 }
-
-func strconvItoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 func (f *fixture) client(h2 bool) *http.Client {
 	conf := f.roots.Clone()
@@ -224,6 +223,31 @@ type testError string
 func (e testError) Error() string { return string(e) }
 
 const errTest = testError("bad token")
+
+func TestBearer(t *testing.T) {
+	tests := map[string]struct {
+		header string
+		want   string
+		ok     bool
+	}{
+		"bearer":       {header: "Bearer abc.def", want: "abc.def", ok: true},
+		"lower case":   {header: "bearer pk_x", want: "pk_x", ok: true},
+		"extra spaces": {header: "Bearer   tok  ", want: "tok", ok: true},
+		"none":         {},
+		"basic":        {header: "Basic dXNlcjpwYXNz"},
+		"no token":     {header: "Bearer "},
+		"scheme only":  {header: "Bearer"},
+		"bearerish":    {header: "Bearerx tok"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ok := bearer(tc.header)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("got %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
 
 // TestGRPCStatus: refusals are encoded as gRPC asks; statuses are read back
 // from headers or trailers.
