@@ -42,6 +42,14 @@ func (s *Server) refuse(ctx context.Context, conn net.Conn, source, service, wha
 		"reason", what+": "+reason)
 }
 
+// endSession records the end of an authenticated session and counts it.
+func (s *Server) endSession(sid string, start time.Time, outcome, errText string, in, out int64) {
+	s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
+		Data: &protocols.SessionEnd{Outcome: outcome, BytesIn: in, BytesOut: out,
+			Duration: time.Since(start).Milliseconds(), Error: errText}})
+	s.metrics.sessions.WithLabelValues(outcome).Inc()
+}
+
 // serveClient authorizes one client connection, picks an agent for the
 // service and relays the connection through a tunnel stream.
 func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, service string) {
@@ -65,12 +73,7 @@ func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, servic
 		proto = protocols.TCP
 	}
 	begin := &protocols.SessionStart{Identity: id.String(), Groups: groups, Source: source, Service: service, Protocol: proto}
-	end := func(outcome, errText string, c tcp.Counts) {
-		s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
-			Data: &protocols.SessionEnd{Outcome: outcome, BytesIn: c.In, BytesOut: c.Out,
-				Duration: time.Since(start).Milliseconds(), Error: errText}})
-		s.metrics.sessions.WithLabelValues(outcome).Inc()
-	}
+	end := func(outcome, errText string, c tcp.Counts) { s.endSession(sid, start, outcome, errText, c.In, c.Out) }
 
 	d := s.policy.Authorize(ctx, protocols.Request{Identity: id, Groups: groups, Service: service, Protocol: proto})
 	verdict := "allow"

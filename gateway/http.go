@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
 
+	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/protocols"
 	phttp "github.com/postern/postern/protocols/http"
@@ -43,11 +44,11 @@ func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service,
 	}
 	res := phttp.Serve(ctx, conn, phttp.Config{
 		Session: sid, Service: service, GRPC: proto == protocols.GRPC, Source: source, Peer: peer,
-		Authenticate: s.authBearer,
+		Authenticate: s.authenticateBearer,
 		Authorizer:   s.policy,
 		Recorder:     s.recorder,
 		Transport:    s.upstream(service, proto),
-		Assert:       s.assert,
+		Assert:       s.assertFor,
 		Observe: func(verdict string, status int) {
 			calls.WithLabelValues(verdict, strconv.Itoa(status)).Inc()
 		},
@@ -60,10 +61,7 @@ func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service,
 	if res.Requests > 0 && res.Denied == res.Requests {
 		outcome = protocols.OutcomeDenied
 	}
-	s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
-		Data: &protocols.SessionEnd{Outcome: outcome, BytesIn: res.BytesIn, BytesOut: res.BytesOut,
-			Duration: time.Since(start).Milliseconds()}})
-	s.metrics.sessions.WithLabelValues(outcome).Inc()
+	s.endSession(sid, start, outcome, "", res.BytesIn, res.BytesOut)
 	s.log.InfoContext(ctx, "session ended", "session", sid, "identity", begin.Identity, "service", service,
 		"protocol", proto, "requests", res.Requests, "denied", res.Denied,
 		"bytes_in", res.BytesIn, "bytes_out", res.BytesOut, "duration", time.Since(start).String())
@@ -130,4 +128,18 @@ func (s *Server) closeUpstreams() {
 			c.CloseIdleConnections()
 		}
 	}
+}
+
+// authenticateBearer checks a bearer token of an HTTP or gRPC request.
+func (s *Server) authenticateBearer(ctx context.Context, token string) (phttp.Caller, error) {
+	who, err := s.bearer.Authenticate(ctx, token)
+	if err != nil {
+		return phttp.Caller{}, err
+	}
+	return phttp.Caller{ID: who.ID, Groups: who.Groups, Auth: who.Method}, nil
+}
+
+// assertFor signs the Postern-Jwt-Assertion of a request of c to audience.
+func (s *Server) assertFor(now time.Time, c phttp.Caller, audience string) (string, error) {
+	return s.signer.Assert(now, assertion.Claims{Subject: c.ID.String(), Audience: audience, Groups: c.Groups})
 }

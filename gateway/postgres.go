@@ -64,12 +64,7 @@ func (s *Server) servePostgres(ctx context.Context, conn *tls.Conn, sid string, 
 		return
 	}
 	begin.Database, begin.User = res.Database, res.User
-	end := func(outcome, errText string) {
-		s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
-			Data: &protocols.SessionEnd{Outcome: outcome, BytesIn: res.In, BytesOut: res.Out,
-				Duration: time.Since(start).Milliseconds(), Error: errText}})
-		s.metrics.sessions.WithLabelValues(outcome).Inc()
-	}
+	end := func(outcome, errText string) { s.endSession(sid, start, outcome, errText, res.In, res.Out) }
 	switch {
 	case res.Refused != nil:
 		s.recorder.Record(protocols.Event{Session: sid, Time: start, Type: protocols.SessionStarted, Data: begin})

@@ -25,7 +25,6 @@ import (
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/pki/rotate"
 	"github.com/postern/postern/protocols"
-	phttp "github.com/postern/postern/protocols/http"
 	"github.com/postern/postern/protocols/postgres"
 	pgclassify "github.com/postern/postern/protocols/postgres/classify"
 	"github.com/postern/postern/protocols/tunnel"
@@ -129,10 +128,6 @@ type Server struct {
 	names    nameCerts
 	signer   *assertion.Signer
 	bearer   *bearer.Authenticator
-	// authBearer checks HTTP and gRPC bearer tokens (nil: none accepted);
-	// assert signs the Postern-Jwt-Assertion of a request.
-	authBearer func(ctx context.Context, token string) (phttp.Caller, error)
-	assert     func(now time.Time, c phttp.Caller, audience string) (string, error)
 
 	tcpLn  net.Listener
 	quicLn *quic.Listener
@@ -199,16 +194,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.audit.Close()
 		data.Close()
 		return nil, err
-	}
-	s.authBearer = func(ctx context.Context, token string) (phttp.Caller, error) {
-		who, err := s.bearer.Authenticate(ctx, token)
-		if err != nil {
-			return phttp.Caller{}, err
-		}
-		return phttp.Caller{ID: who.ID, Groups: who.Groups, Auth: who.Method}, nil
-	}
-	s.assert = func(now time.Time, c phttp.Caller, audience string) (string, error) {
-		return s.signer.Assert(now, assertion.Claims{Subject: c.ID.String(), Audience: audience, Groups: c.Groups})
 	}
 
 	svid, err := s.issueOwn(ctx)
@@ -414,24 +399,29 @@ type nameCerts struct {
 
 func (s *Server) nameCert(ctx context.Context, name string) (*tls.Certificate, error) {
 	s.names.mu.Lock()
-	defer s.names.mu.Unlock()
-	if c := s.names.m[name]; c != nil {
+	c := s.names.m[name]
+	s.names.mu.Unlock()
+	if c != nil {
 		life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
 		if time.Now().Before(c.Leaf.NotBefore.Add(life / 2)) {
 			return c, nil
 		}
 	}
+	// Issued without the lock (it writes to the store): handshakes for other
+	// names go on meanwhile; two at once for one name both issue, and the
+	// later certificate stays.
 	svid, err := s.data.Issue(ctx, pki.IssueRequest{ID: s.id, TTL: s.cfg.SVIDTTL, DNSNames: append(s.dnsNames(), name)})
 	if err != nil {
 		return nil, err
 	}
-	c, err := pki.TLSCertificate(svid)
-	if err != nil {
+	if c, err = pki.TLSCertificate(svid); err != nil {
 		return nil, err
 	}
+	s.names.mu.Lock()
 	if s.names.m == nil {
 		s.names.m = map[string]*tls.Certificate{}
 	}
 	s.names.m[name] = c
+	s.names.mu.Unlock()
 	return c, nil
 }
