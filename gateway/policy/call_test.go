@@ -143,13 +143,30 @@ func TestCallRateLimits(t *testing.T) {
 }
 
 func BenchmarkAuthorizeHTTPRequest(b *testing.B) {
-	e := NewEngine(mustParse(b, callPolicy))
-	r := httpReq(bob, "GET", "/v1/orders/7/lines", "readers")
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if !e.Authorize(ctx, r).Allow {
-			b.Fatal("refused")
-		}
+	for name, tc := range map[string]struct {
+		policy string
+		r      protocols.Request
+	}{
+		"entry": {callPolicy, httpReq(bob, "GET", "/v1/orders/7/lines", "readers")},
+		"rated": {`rules:
+  - name: api
+    identities: [group:g]
+    services: [api]
+    rate: 1000000000/s
+    http:
+      - paths: ["/v1/**"]
+        rate: 1000000000/s
+`, httpReq(bob, "GET", "/v1/orders/7", "g")},
+	} {
+		b.Run(name, func(b *testing.B) {
+			e := NewEngine(mustParse(b, tc.policy))
+			b.ReportAllocs()
+			for b.Loop() {
+				if !e.Authorize(ctx, tc.r).Allow {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }

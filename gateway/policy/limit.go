@@ -22,7 +22,16 @@ type limits struct {
 	sweep   time.Time
 }
 
-type bucketKey struct{ rule, rate, identity string }
+// bucketKey names a bucket: a rule, which of its rates (-1: the rule's own,
+// else the index of the http or grpc entry), the rate, and the identity. It
+// is built without allocating.
+type bucketKey struct {
+	rule    string
+	section byte // 0 for the rule's own rate, 'h' http, 'g' grpc
+	entry   int
+	rate    Rate
+	id      string
+}
 
 type bucket struct {
 	lim  *rate.Limiter
@@ -31,15 +40,14 @@ type bucket struct {
 
 const idleBucket = 10 * time.Minute
 
-// allow takes one event from the bucket of rule r for identity id.
+// allow takes one event from the bucket of rule r's own rate for identity id.
 func (l *limits) allow(r *Rule, id string, now time.Time) bool {
-	return l.take(r.Name, *r.Rate, id, now)
+	return l.take(bucketKey{rule: r.Name, entry: -1, rate: *r.Rate, id: id}, now)
 }
 
-// take takes one event from the bucket named name, of rate rt, for identity
-// id.
-func (l *limits) take(name string, rt Rate, id string, now time.Time) bool {
-	k := bucketKey{name, rt.String(), id}
+// take takes one event from the bucket k.
+func (l *limits) take(k bucketKey, now time.Time) bool {
+	rt := k.rate
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.buckets == nil {
@@ -90,11 +98,11 @@ func (l *limits) limitCall(rule *Rule, entry int, r protocols.Request, d protoco
 		return rateLimited(rule.Name, *rule.Rate)
 	}
 	if er := rule.entryRate(r, entry); er != nil {
-		section := "http"
+		section := byte('h')
 		if r.GRPC != nil {
-			section = "grpc"
+			section = 'g'
 		}
-		if !l.take(rule.Name+"\x00"+section+strconv.Itoa(entry), *er, id, now) {
+		if !l.take(bucketKey{rule: rule.Name, section: section, entry: entry, rate: *er, id: id}, now) {
 			return rateLimited(rule.Name, *er)
 		}
 	}
