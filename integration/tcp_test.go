@@ -124,30 +124,18 @@ func readRecordings(dir string) ([]recorded, error) {
 				r.end = &protocols.SessionEnd{}
 				return json.Unmarshal(rec.Data, r.end)
 			case protocols.AuthzDenied:
-				var d protocols.AuthzDeny
-				err := json.Unmarshal(rec.Data, &d)
-				r.denies = append(r.denies, d)
-				return err
+				return appendEvent(rec.Data, &r.denies)
 			case protocols.TCPData:
 				var d protocols.TCPDataEvent
 				err := json.Unmarshal(rec.Data, &d)
 				r.tcp += d.Bytes
 				return err
 			case protocols.PostgresQuery:
-				var q protocols.PostgresQueryEvent
-				err := json.Unmarshal(rec.Data, &q)
-				r.queries = append(r.queries, q)
-				return err
+				return appendEvent(rec.Data, &r.queries)
 			case protocols.HTTPRequested:
-				var e protocols.HTTPRequestEvent
-				err := json.Unmarshal(rec.Data, &e)
-				r.http = append(r.http, e)
-				return err
+				return appendEvent(rec.Data, &r.http)
 			case protocols.GRPCCalled:
-				var e protocols.GRPCCallEvent
-				err := json.Unmarshal(rec.Data, &e)
-				r.grpc = append(r.grpc, e)
-				return err
+				return appendEvent(rec.Data, &r.grpc)
 			}
 			return nil
 		})
@@ -157,6 +145,14 @@ func readRecordings(dir string) ([]recorded, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// appendEvent decodes one event's data onto the end of list.
+func appendEvent[T any](data []byte, list *[]T) error {
+	var e T
+	err := json.Unmarshal(data, &e)
+	*list = append(*list, e)
+	return err
 }
 
 // recordedSessions reads every finished recording of the gateway, after
