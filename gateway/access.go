@@ -42,6 +42,26 @@ func (s *Server) refuse(ctx context.Context, conn net.Conn, source, service, wha
 		"reason", what+": "+reason)
 }
 
+// track makes ctx of session sid cancellable by closeSession; the caller
+// calls done when the session ends.
+func (s *Server) track(ctx context.Context, sid string) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	s.live.Store(sid, cancel)
+	return ctx, func() {
+		s.live.Delete(sid)
+		cancel()
+	}
+}
+
+// closeSession ends a live session: the recorder calls it for a session
+// whose events cannot be recorded (fail closed).
+func (s *Server) closeSession(sid string, err error) {
+	if cancel, ok := s.live.LoadAndDelete(sid); ok {
+		s.log.Error("closing session: its events cannot be recorded", "session", sid, "err", err)
+		cancel.(context.CancelFunc)()
+	}
+}
+
 // endSession records the end of an authenticated session and counts it.
 func (s *Server) endSession(sid string, start time.Time, outcome, errText string, in, out int64) {
 	s.recorder.Record(protocols.Event{Session: sid, Time: time.Now(), Type: protocols.SessionEnded,
@@ -69,6 +89,8 @@ func (s *Server) serveClient(ctx context.Context, conn *tls.Conn, source, servic
 	}
 	groups := pki.Groups(leaf)
 	sid := newSessionID()
+	ctx, done := s.track(ctx, sid)
+	defer done()
 	if proto == "" {
 		proto = protocols.TCP
 	}

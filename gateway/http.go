@@ -25,6 +25,8 @@ import (
 func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service, proto string) {
 	start := time.Now()
 	sid := newSessionID()
+	ctx, done := s.track(ctx, sid)
+	defer done()
 	begin := &protocols.SessionStart{Source: source, Service: service, Protocol: proto}
 	peer := phttp.Caller{}
 	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {

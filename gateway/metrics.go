@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/postern/postern/gateway/audit"
+
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +56,21 @@ func newMetrics() *metrics {
 		m.httpRequests, m.grpcCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchAudit exports the recorder's counters.
+func (m *metrics) watchAudit(l *audit.Log) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "postern_audit_dropped_events_total",
+			Help: "Events that could not be recorded (each is also logged)."},
+			func() float64 { return float64(l.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "postern_audit_failed_sessions_total",
+			Help: "Sessions whose recording failed (closed, unless recording fails open)."},
+			func() float64 { return float64(l.Failed()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "postern_audit_buffered_bytes",
+			Help: "Bytes of records waiting for the disk."},
+			func() float64 { return float64(l.Buffered()) }),
+	)
 }
 
 func promhttpHandler(m *metrics) http.Handler {

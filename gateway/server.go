@@ -66,6 +66,12 @@ type Config struct {
 	// Bearer tunes how OIDC issuers are reached (HTTP client, refresh).
 	Bearer bearer.Options
 
+	// Audit tunes recording (docs/AUDIT.md): the bound on buffered
+	// records and whether a session whose events cannot be recorded is
+	// closed (the default) or let run. Key, Logger, OnFail and Index are
+	// set by the gateway.
+	Audit audit.Options
+
 	Tunnel *tunnel.Config
 	Logger *slog.Logger
 }
@@ -128,6 +134,7 @@ type Server struct {
 	names    nameCerts
 	signer   *assertion.Signer
 	bearer   *bearer.Authenticator
+	live     sync.Map // session id → context.CancelFunc, for closing a session
 
 	tcpLn  net.Listener
 	quicLn *quic.Listener
@@ -166,17 +173,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.policy = policy.NewEngine(pol)
 
-	n, err := audit.RecoverUnsealed(data.RecordingsPath())
+	key, err := audit.LoadOrCreateKey(data.Path)
 	if err != nil {
-		s.log.Error("closing unsealed recordings", "err", err)
+		data.Close()
+		return nil, err
+	}
+	n, err := audit.RecoverUnsealed(ctx, data.RecordingsPath(), key, data.Store)
+	if err != nil {
+		s.log.Error("sealing recordings cut short", "err", err)
 	}
 	if n > 0 {
-		s.log.Warn("closed recordings cut short by the last stop as truncated", "count", n)
+		s.log.Warn("sealed recordings cut short by the last stop as truncated", "count", n)
 	}
-	if s.audit, err = audit.Open(data.RecordingsPath(), audit.Options{Logger: s.log}); err != nil {
+	aopts := cfg.Audit
+	aopts.Key, aopts.Logger, aopts.Index, aopts.OnFail = key, s.log, data.Store, s.closeSession
+	if s.audit, err = audit.Open(data.RecordingsPath(), aopts); err != nil {
 		data.Close()
 		return nil, fmt.Errorf("opening recordings: %w", err)
 	}
+	s.metrics.watchAudit(s.audit)
 	s.recorder = s.audit
 
 	if s.signer, err = assertion.LoadOrCreate(filepath.Join(data.Path, assertion.KeyFile)); err != nil {

@@ -136,6 +136,7 @@ func (s *cliScenario) agentEnrolls(t *testing.T) {
 	s.agent = startProc(t, s.life, "agent", s.root, s.agentArgs()...)
 	s.announced++
 	s.gateway.waitLog(t, 15*time.Second, "agent announced services", s.announced)
+	s.agent.waitLog(t, 15*time.Second, "tunnel up", 1) // logged after the gateway's acknowledgement
 	for _, f := range []string{"svid.pem", "svid_key.pem", "svid_bundle.pem"} {
 		if _, err := os.Stat(filepath.Join(s.agentDir, f)); err != nil {
 			t.Errorf("agent data dir: %v", err)

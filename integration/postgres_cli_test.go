@@ -194,9 +194,9 @@ func TestPostgresCLICredentials(t *testing.T) {
 	dir := filepath.Join(c.data, "recordings")
 	var captured [][]*string
 	waitFor(t, 10*time.Second, "a recorded query with captured rows", func() bool {
-		paths, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-		for _, p := range paths {
-			audit.Read(p, func(rec audit.Record) error {
+		files, _ := audit.List(dir)
+		for _, f := range files {
+			audit.Read(f.Path, func(rec audit.Record) error {
 				if rec.Type != protocols.PostgresQuery {
 					return nil
 				}
@@ -225,11 +225,9 @@ func TestPostgresCLICredentials(t *testing.T) {
 	if strings.Join(got, ",") != "apple,banana" {
 		t.Errorf("got captured rows %q, want apple and banana (capture_rows 2)", got)
 	}
-	paths, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-	for _, p := range paths {
-		data, _ := os.ReadFile(p)
+	for p, data := range recordingTexts(t, dir) {
 		for role, pw := range cl.Passwords {
-			if strings.Contains(string(data), pw) {
+			if strings.Contains(data, pw) {
 				t.Errorf("%s holds the password of %s", p, role)
 			}
 		}

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,17 +83,13 @@ func TestPostgresCredentialInjection(t *testing.T) {
 	t.Run("no secret in the recordings", func(t *testing.T) {
 		// 3 roles, the refused md5_user and psql.
 		pgRecordings(t, g, appID, func(rs []pgRecording) bool { return len(rs) >= 5 })
-		paths, _ := filepath.Glob(filepath.Join(g.srv.Data().RecordingsPath(), "*.jsonl"))
-		if len(paths) == 0 {
+		texts := recordingTexts(t, g.srv.Data().RecordingsPath())
+		if len(texts) == 0 {
 			t.Fatal("no recordings")
 		}
-		for _, p := range paths {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for p, data := range texts {
 			for role, pw := range cl.Passwords {
-				if strings.Contains(string(data), pw) {
+				if strings.Contains(data, pw) {
 					t.Errorf("%s holds the password of %s", p, role)
 				}
 			}

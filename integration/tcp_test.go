@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -108,14 +107,14 @@ type recorded struct {
 
 // readRecordings reads every recording in dir, ended or not.
 func readRecordings(dir string) ([]recorded, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	files, err := audit.List(dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []recorded
-	for _, p := range paths {
+	for _, f := range files {
 		var r recorded
-		err := audit.Read(p, func(rec audit.Record) error {
+		err := audit.Read(f.Path, func(rec audit.Record) error {
 			r.id = rec.Session
 			switch rec.Type {
 			case protocols.SessionStarted:
@@ -140,11 +139,34 @@ func readRecordings(dir string) ([]recorded, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", p, err)
+			return nil, fmt.Errorf("reading %s: %w", f.Path, err)
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// recordingTexts returns the decompressed records of every recording in
+// dir, by path, for tests that look for what must never be recorded.
+func recordingTexts(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files, err := audit.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		var b strings.Builder
+		if err := audit.Read(f.Path, func(rec audit.Record) error {
+			b.Write(rec.Data)
+			b.WriteByte('\n')
+			return nil
+		}); err != nil {
+			t.Errorf("reading %s: %v", f.Path, err)
+		}
+		out[f.Path] = b.String()
+	}
+	return out
 }
 
 // appendEvent decodes one event's data onto the end of list.

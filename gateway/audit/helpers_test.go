@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -29,13 +30,38 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-func openLog(t *testing.T, dir string) (*Log, *logBuffer) {
+// testKey is the audit key of every test recording; otherKey is one the
+// verifiers do not trust.
+var testKey, otherKey = mustKey(), mustKey()
+
+func mustKey() *Key {
+	k, err := NewKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// trusted trusts testKey.
+func trusted(t testing.TB) Keys {
+	ks := Keys{}
+	if err := ks.Add(testKey.Public()); err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+func openLog(t *testing.T, dir string, opts Options) (*Log, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	l, err := Open(dir, Options{
-		Logger:        slog.New(slog.NewTextHandler(logs, nil)),
-		FlushInterval: 5 * time.Millisecond,
-	})
+	if opts.Key == nil {
+		opts.Key = testKey
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = 5 * time.Millisecond
+	}
+	l, err := Open(dir, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -48,7 +74,7 @@ var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
 // sessionEvents returns a whole session: start, n tcp.data events and end.
 func sessionEvents(id string, n int) []protocols.Event {
 	evs := []protocols.Event{{Session: id, Time: t0, Type: protocols.SessionStarted,
-		Data: protocols.SessionStart{Identity: "spiffe://postern.local/user/ann", Source: "127.0.0.1:40000",
+		Data: &protocols.SessionStart{Identity: "spiffe://postern.local/user/ann", Source: "127.0.0.1:40000",
 			Service: "db", Protocol: protocols.Postgres, Agent: "db1", Transport: "quic"}}}
 	var in, out int64
 	for i := range n {
@@ -60,11 +86,11 @@ func sessionEvents(id string, n int) []protocols.Event {
 			in += d.Bytes
 		}
 		evs = append(evs, protocols.Event{Session: id, Time: t0.Add(time.Duration(i+1) * time.Millisecond),
-			Type: protocols.TCPData, Data: d})
+			Type: protocols.TCPData, Data: &d})
 	}
 	evs = append(evs, protocols.Event{Session: id, Time: t0.Add(time.Duration(n+1) * time.Millisecond),
 		Type: protocols.SessionEnded,
-		Data: protocols.SessionEnd{Outcome: protocols.OutcomeOK, BytesIn: in, BytesOut: out, Duration: int64(n + 1)}})
+		Data: &protocols.SessionEnd{Outcome: protocols.OutcomeOK, BytesIn: in, BytesOut: out, Duration: int64(n + 1)}})
 	return evs
 }
 
@@ -72,7 +98,7 @@ func sessionEvents(id string, n int) []protocols.Event {
 // path and the bytes of its recording.
 func validRecording(t testing.TB, dir, id string, n int) (string, []byte) {
 	t.Helper()
-	l, err := Open(dir, Options{Logger: slog.New(slog.DiscardHandler)})
+	l, err := Open(dir, Options{Key: testKey, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,4 +124,49 @@ func readAll(t *testing.T, path string) ([]Record, error) {
 		return nil
 	})
 	return recs, err
+}
+
+// decoded returns the lines (without newlines) of a version 2 recording's
+// bytes, as far as they decompress.
+func decoded(t testing.TB, b []byte) [][]byte {
+	t.Helper()
+	d, err := newDecoder(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var out bytes.Buffer
+	if _, err := out.ReadFrom(d); err != nil {
+		t.Fatalf("decompressing: %v", err)
+	}
+	return bytes.Split(bytes.TrimSuffix(out.Bytes(), []byte("\n")), []byte("\n"))
+}
+
+// compressed returns lines as a version 2 recording's bytes, one frame per
+// line, the way the writer makes them.
+func compressed(ls [][]byte) []byte {
+	var b bytes.Buffer
+	e := newEncoder(&b)
+	for _, l := range ls {
+		e.Write(append(append([]byte(nil), l...), '\n'))
+		e.Flush()
+	}
+	e.Close()
+	return b.Bytes()
+}
+
+func chainErr(t *testing.T, err error) *ChainError {
+	t.Helper()
+	var ce *ChainError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got error %v, want a *ChainError", err)
+	}
+	return ce
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

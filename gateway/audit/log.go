@@ -1,63 +1,109 @@
 package audit
 
 import (
-	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
 )
 
-// DefaultFlushInterval is how often buffered records reach the file when
-// Options.FlushInterval is zero.
-const DefaultFlushInterval = 200 * time.Millisecond
+// Defaults of Options.
+const (
+	DefaultFlushInterval = 200 * time.Millisecond
+	DefaultMaxBuffer     = 8 << 20
+)
 
-// bufferSize is each open session's write buffer.
-const bufferSize = 16 << 10
+// chunkSize is how many bytes of records make a write (one zstd frame)
+// without waiting for the flush interval.
+const chunkSize = 64 << 10
 
-// Options configure a Log. The zero value is ready to use.
+// Index receives the sessions' index rows; store.Store is one.
+type Index interface {
+	IndexSessions(ctx context.Context, ss []store.Session) error
+}
+
+// Options configure a Log.
 type Options struct {
+	Key           *Key          // seals recordings; required
 	Logger        *slog.Logger  // default slog.Default()
-	FlushInterval time.Duration // default DefaultFlushInterval
+	FlushInterval time.Duration // tcp.data and other batched records; default DefaultFlushInterval
+	// MaxBuffer bounds the bytes of one session's records waiting for the
+	// disk; default DefaultMaxBuffer. Past it the session's events cannot
+	// be recorded: the session is closed through OnFail, or with FailOpen
+	// its events are dropped (and counted) until the disk catches up.
+	MaxBuffer int
+	FailOpen  bool
+	// OnFail is called (not under any lock) once for a session whose
+	// events cannot be recorded, unless FailOpen; the gateway closes the
+	// session.
+	OnFail func(session string, err error)
+	// Index, if set, receives each session's row when it starts and when
+	// its recording is sealed, in batches, off the data path.
+	Index Index
 }
 
 // Log records sessions to files under one directory. It implements
 // protocols.Recorder and is safe for concurrent use.
+//
+// Records are written as they are recorded: the goroutine that records an
+// event writes it (and whatever else of its session is waiting) as one
+// zstd frame, unless another goroutine is writing that session already, in
+// which case that one writes it before it stops. tcp.data records wait for
+// the flush interval or a full chunk. So an event is in the file (in the
+// operating system's hands, which survive a crash of the gateway) before
+// the protocol handler that recorded it answers the client, and a slow
+// disk holds up only the goroutine writing, while the others buffer.
 type Log struct {
 	dir     string
+	opts    Options
 	logger  *slog.Logger
 	dropped atomic.Uint64
+	failed  atomic.Uint64
+	pending atomic.Int64 // bytes buffered, every session
 
 	mu       sync.Mutex // guards sessions and closed
 	sessions map[string]*session
 	closed   bool
 
-	stop chan struct{}
-	done chan struct{}
+	index chan store.Session
+	stop  chan struct{}
+	done  sync.WaitGroup
 }
 
 // session is one open recording. Lock order: Log.mu may be taken while
 // holding session.mu, never the other way round, except for a session that
 // is not yet reachable from Log.sessions.
 type session struct {
-	mu        sync.Mutex
-	id        string
-	f         *os.File
-	w         *bufio.Writer
-	seq       int64
-	prev      string
-	dirty     bool   // records written since the last flush
-	closed    bool   // nothing more may be written
-	err       error  // why the session stopped recording early
-	warnedErr bool   // a drop was logged for this session
-	line      []byte // the buffer of the last record's line
+	mu      sync.Mutex
+	id      string
+	f       *os.File
+	seq     int64
+	prev    string
+	pending []byte // encoded lines not yet written
+	spare   []byte // the other buffer, for the next batch
+	enc     *zstd.Encoder // the open frame, owned by the writer; nil between frames
+	out     bytes.Buffer  // the writer's compressed bytes on their way to f
+	raw     int           // bytes of records in the open frame
+	wrote   bool          // written since the last flush tick
+	writing bool   // a goroutine is writing; it writes pending before it stops
+	ending  bool   // session.end and the seal are in pending: the writer closes the file
+	closed  bool   // nothing more may be recorded
+	over    bool   // over MaxBuffer
+	err     error  // why the session stopped recording early
+	warned  bool   // a drop was logged for this session
+	line    []byte // the buffer of the last record's line
+	row     store.Session
 }
 
 var _ protocols.Recorder = (*Log)(nil)
@@ -65,6 +111,9 @@ var _ protocols.Recorder = (*Log)(nil)
 // Open returns a Log writing recordings to dir, creating dir (mode 0700) if
 // needed.
 func Open(dir string, opts Options) (*Log, error) {
+	if opts.Key == nil {
+		return nil, errors.New("opening recordings: no audit key")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating recordings directory: %w", err)
 	}
@@ -74,14 +123,23 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = DefaultFlushInterval
 	}
+	if opts.MaxBuffer <= 0 {
+		opts.MaxBuffer = DefaultMaxBuffer
+	}
 	l := &Log{
 		dir:      dir,
+		opts:     opts,
 		logger:   opts.Logger,
 		sessions: make(map[string]*session),
 		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
+	l.done.Add(1)
 	go l.flushLoop(opts.FlushInterval)
+	if opts.Index != nil {
+		l.index = make(chan store.Session, 4096)
+		l.done.Add(1)
+		go l.indexLoop()
+	}
 	return l, nil
 }
 
@@ -89,15 +147,19 @@ func Open(dir string, opts Options) (*Log, error) {
 func (l *Log) Dir() string { return l.dir }
 
 // Dropped returns how many events were not recorded: invalid session ids,
-// events after a session's end or after Close, and write failures. Each drop
-// is also logged.
+// events after a session's end or after Close, over a full buffer, and
+// write failures. Each drop is also logged, once per session.
 func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
-// Record appends e to its session's recording. A session.start creates the
-// file; an event of a session without an open file opens it, continuing an
-// existing recording that has not ended; a session.end writes the last
-// record, syncs and closes the file. Record waits on the disk only when a
-// session's buffer fills up, when a file is opened and at session end.
+// Failed returns how many sessions stopped recording before their end.
+func (l *Log) Failed() uint64 { return l.failed.Load() }
+
+// Buffered returns how many bytes of records wait for the disk.
+func (l *Log) Buffered() int64 { return l.pending.Load() }
+
+// Record appends e to its session's recording. The first event of a
+// session creates its file; a session.end writes the last record and the
+// seal, syncs the file and gives it its sealed name.
 func (l *Log) Record(e protocols.Event) {
 	if !ValidSessionID(e.Session) {
 		l.drop(nil, e, errors.New("invalid session id"))
@@ -112,52 +174,118 @@ func (l *Log) Record(e protocols.Event) {
 	if t.IsZero() {
 		t = time.Now()
 	}
+	t = t.UTC()
 	s, fresh := l.session(e.Session)
 	if s == nil {
 		l.drop(nil, e, errClosed)
 		return
 	}
-	defer s.mu.Unlock()
 	if fresh {
-		l.openFile(s, e.Type == protocols.SessionStarted)
+		l.create(s)
 	}
-	if s.closed {
-		if e.Type == protocols.SessionEnded {
+	end := e.Type == protocols.SessionEnded
+	if s.closed || (s.over && !end) {
+		err := s.err
+		if end && !s.writing && s.f == nil {
 			l.remove(s)
 		}
-		l.drop(s, e, s.err)
-		return
-	}
-	line, err := appendLine(s.line[:0], Record{
-		V:       Version,
-		Seq:     s.seq,
-		Time:    t.UTC(),
-		Session: s.id,
-		Type:    e.Type,
-		Data:    data,
-		Prev:    s.prev,
-	})
-	s.line = line
-	if err != nil {
+		s.mu.Unlock()
 		l.drop(s, e, err)
 		return
 	}
-	if _, err := s.w.Write(line); err != nil {
-		l.fail(s, e, fmt.Errorf("writing record %d: %w", s.seq, err))
+	if len(s.pending) > l.opts.MaxBuffer && !end {
+		l.overflow(s, e) // unlocks
 		return
 	}
-	if err := s.w.WriteByte('\n'); err != nil {
-		l.fail(s, e, fmt.Errorf("writing record %d: %w", s.seq, err))
+	before := len(s.pending)
+	if err := s.append(Record{V: Version, Seq: s.seq, Time: t, Session: s.id, Type: e.Type, Data: data}); err != nil {
+		s.mu.Unlock()
+		l.drop(s, e, err)
 		return
 	}
+	s.index(e)
+	if end {
+		s.ending, s.closed = true, true
+		s.err = errEnded
+		if err := s.append(Record{V: Version, Seq: s.seq, Time: t, Session: s.id, Type: SealType,
+			Data: l.opts.Key.seal(s.id, s.seq, s.prev)}); err != nil {
+			l.logger.Error("audit: sealing recording", "session", s.id, "error", err)
+		}
+		l.indexRow(s.row)
+	} else if fresh {
+		l.indexRow(s.row)
+	}
+	l.pending.Add(int64(len(s.pending) - before))
+	if s.writing || (e.Type == protocols.TCPData && len(s.pending) < chunkSize) {
+		s.mu.Unlock()
+		return
+	}
+	s.writing = true
+	s.mu.Unlock()
+	l.write(s, false)
+}
+
+// append encodes r as the next record of s into its pending buffer; the
+// caller holds s.mu.
+func (s *session) append(r Record) error {
+	r.Prev = s.prev
+	line, err := appendLine(s.line[:0], r)
+	s.line = line
+	if err != nil {
+		return err
+	}
+	s.pending = append(append(s.pending, line...), '\n')
 	s.seq++
 	s.prev = hash(line)
-	s.dirty = true
-	if e.Type == protocols.SessionEnded {
-		if err := l.finish(s, errEnded); err != nil {
-			l.logger.Error("audit: closing recording", "session", s.id, "error", err)
+	return nil
+}
+
+// index updates s's index row from e; the caller holds s.mu.
+func (s *session) index(e protocols.Event) {
+	s.row.Events = s.seq
+	switch d := e.Data.(type) {
+	case *protocols.SessionStart:
+		s.row.Identity, s.row.Source, s.row.Service = d.Identity, d.Source, d.Service
+		s.row.Protocol, s.row.Agent, s.row.Transport = d.Protocol, d.Agent, d.Transport
+		s.row.Database, s.row.DBUser = d.Database, d.User
+		s.row.Start = e.Time.UTC()
+	case *protocols.SessionEnd:
+		s.row.End = e.Time.UTC()
+		s.row.BytesIn, s.row.BytesOut, s.row.Outcome = d.BytesIn, d.BytesOut, d.Outcome
+		s.row.Status = StatusSealed
+		s.row.Events = s.seq + 1 // with the seal
+	case *protocols.AuthzDeny:
+		s.row.Denies++
+	}
+	if s.row.Start.IsZero() {
+		s.row.Start = e.Time.UTC()
+	}
+}
+
+// Index statuses of a recording.
+const (
+	StatusOpen   = "open"
+	StatusSealed = "sealed"
+)
+
+// overflow handles an event of a session whose buffer is over MaxBuffer;
+// the caller holds s.mu, which overflow releases. The event is not
+// recorded. Unless FailOpen, the session is marked so that nothing but its
+// end is recorded any more, and OnFail is asked to close it.
+func (l *Log) overflow(s *session, e protocols.Event) {
+	err := fmt.Errorf("recording buffer full (%d bytes waiting for the disk)", len(s.pending))
+	first := !s.over && !l.opts.FailOpen
+	if first {
+		s.over, s.err = true, err
+	}
+	s.mu.Unlock()
+	l.drop(s, e, err)
+	if first {
+		l.failed.Add(1)
+		l.logger.Error("audit: session cannot be recorded; closing it", "session", s.id, "error", err)
+		if l.opts.OnFail != nil {
+			l.opts.OnFail(s.id, err)
 		}
-		l.remove(s)
 	}
 }
 
@@ -171,7 +299,7 @@ func (l *Log) session(id string) (*session, bool) {
 	}
 	s := l.sessions[id]
 	if s == nil {
-		s = &session{id: id}
+		s = &session{id: id, row: store.Session{ID: id, Status: StatusOpen}}
 		s.mu.Lock() // not yet reachable by anyone else
 		l.sessions[id] = s
 		l.mu.Unlock()
@@ -182,7 +310,7 @@ func (l *Log) session(id string) (*session, bool) {
 	return s, false
 }
 
-// remove forgets s; the caller holds s.mu.
+// remove forgets s.
 func (l *Log) remove(s *session) {
 	l.mu.Lock()
 	if l.sessions[s.id] == s {
@@ -191,28 +319,19 @@ func (l *Log) remove(s *session) {
 	l.mu.Unlock()
 }
 
-// openFile opens s's recording: a new file if create, else the existing one
-// if there is one to continue. On failure s is closed with the reason.
-func (l *Log) openFile(s *session, create bool) {
-	path := Path(l.dir, s.id)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	switch {
-	case err == nil:
-	case create || !errors.Is(err, fs.ErrExist):
+// create makes s's open recording; the caller holds s.mu. A session whose
+// recording exists already (open or sealed) is not recorded again.
+func (l *Log) create(s *session) {
+	if _, err := os.Stat(Path(l.dir, s.id)); err == nil {
+		s.closed, s.err = true, errEnded
+		return
+	}
+	f, err := os.OpenFile(OpenPath(l.dir, s.id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
 		s.closed, s.err = true, fmt.Errorf("creating recording: %w", err)
 		return
-	default:
-		f, err = l.reopen(s, path)
-		if err != nil {
-			s.closed, s.err = true, err
-			if errors.Is(err, errEnded) {
-				l.remove(s) // a late event: do not keep the session around
-			}
-			return
-		}
 	}
 	s.f = f
-	s.w = bufio.NewWriterSize(f, bufferSize)
 }
 
 var (
@@ -220,35 +339,132 @@ var (
 	errClosed = errors.New("recorder closed")
 )
 
-// reopen opens the existing recording at path for appending, after
-// verifying it and setting s's chain to its end.
-func (l *Log) reopen(s *session, path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
-	if err != nil {
-		return nil, fmt.Errorf("reopening recording: %w", err)
+// write writes s's pending records until none are left, then, if the
+// session has ended, closes the recording. With closeFrame it also ends
+// the open zstd frame (an idle session gives its encoder back). The caller
+// has set s.writing; write clears it.
+func (l *Log) write(s *session, closeFrame bool) {
+	for {
+		s.mu.Lock()
+		if s.f != nil && len(s.pending) == 0 && closeFrame && s.enc != nil {
+			s.mu.Unlock()
+			if err := s.emit(nil, true); err != nil {
+				l.writeFailed(s, err)
+				return
+			}
+			continue
+		}
+		if len(s.pending) == 0 || s.f == nil {
+			n := len(s.pending)
+			s.pending = s.pending[:0]
+			l.pending.Add(-int64(n))
+			s.writing = false
+			ending := s.ending && s.f != nil
+			if ending {
+				s.ending = false
+			}
+			f := s.f
+			if ending || (s.closed && f == nil) {
+				s.f = nil
+			}
+			s.mu.Unlock()
+			if ending {
+				if err := l.seal(s.id, f); err != nil {
+					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
+				}
+				l.remove(s)
+			}
+			return
+		}
+		batch, last := s.pending, s.ending // once ending, the seal is the last of pending
+		s.pending, s.spare = s.spare[:0], nil
+		s.wrote = true
+		s.mu.Unlock()
+		l.pending.Add(-int64(len(batch)))
+
+		err := s.emit(batch, last)
+
+		s.mu.Lock()
+		s.spare = batch[:0]
+		s.mu.Unlock()
+		if err != nil {
+			l.writeFailed(s, err)
+			return
+		}
 	}
-	t, err := readFrom(f, s.id, nil)
-	if err == nil && t.ended {
-		err = errEnded
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("continuing recording: %w", err)
-	}
-	s.seq, s.prev = t.next, t.prev
-	return f, nil
 }
 
-// fail stops s after a write error.
-func (l *Log) fail(s *session, e protocols.Event, err error) {
-	s.closed, s.err = true, err
-	if s.f != nil {
-		s.f.Close()
+// emit compresses batch into s's open frame (opening one if needed) and
+// writes it to the file, ending the frame if last or full. Only the writer
+// of s calls it.
+func (s *session) emit(batch []byte, last bool) error {
+	if s.enc == nil {
+		s.enc = newEncoder(&s.out)
 	}
-	if e.Type == protocols.SessionEnded {
-		l.remove(s)
+	var err error
+	if len(batch) > 0 {
+		_, err = s.enc.Write(batch)
+		s.raw += len(batch)
 	}
-	l.drop(s, e, err)
+	if last || s.raw >= frameSize {
+		if cerr := s.enc.Close(); err == nil {
+			err = cerr
+		}
+		putEncoder(s.enc)
+		s.enc, s.raw = nil, 0
+	} else if ferr := s.enc.Flush(); err == nil {
+		err = ferr
+	}
+	if err == nil {
+		_, err = s.f.Write(s.out.Bytes())
+	}
+	s.out.Reset()
+	if err != nil {
+		return fmt.Errorf("writing recording: %w", err)
+	}
+	return nil
+}
+
+// writeFailed stops recording s after a write error; the caller is its
+// writer.
+func (l *Log) writeFailed(s *session, err error) {
+	l.failed.Add(1)
+	l.logger.Error("audit: writing recording", "session", s.id, "error", err)
+	if !l.opts.FailOpen && l.opts.OnFail != nil {
+		l.opts.OnFail(s.id, err)
+	}
+	if s.enc != nil {
+		putEncoder(s.enc)
+		s.enc = nil
+	}
+	s.mu.Lock()
+	if s.err != errEnded {
+		s.closed, s.err = true, err
+	}
+	l.pending.Add(-int64(len(s.pending)))
+	s.pending = s.pending[:0]
+	s.f.Close()
+	s.f, s.writing, s.ending = nil, false, false
+	s.mu.Unlock()
+	l.remove(s)
+}
+
+// seal syncs and closes a sealed recording and gives it its final name.
+func (l *Log) seal(id string, f *os.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(OpenPath(l.dir, id), Path(l.dir, id))
+	}
+	if err == nil {
+		err = syncDir(l.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("sealing recording of %s: %w", id, err)
+	}
+	return nil
 }
 
 // drop counts and logs an event that was not recorded; for a session, only
@@ -256,32 +472,15 @@ func (l *Log) fail(s *session, e protocols.Event, err error) {
 func (l *Log) drop(s *session, e protocols.Event, reason error) {
 	l.dropped.Add(1)
 	if s != nil {
-		if s.warnedErr {
+		s.mu.Lock()
+		warned := s.warned
+		s.warned = true
+		s.mu.Unlock()
+		if warned {
 			return
 		}
-		s.warnedErr = true
 	}
 	l.logger.Warn("audit: event not recorded", "session", e.Session, "type", string(e.Type), "error", reason)
-}
-
-// finish flushes, syncs and closes s, giving why as the reason for
-// dropping later events; the caller holds s.mu.
-func (l *Log) finish(s *session, why error) error {
-	s.closed, s.err = true, why
-	err := s.w.Flush()
-	if err == nil {
-		err = s.f.Sync()
-	}
-	if cerr := s.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(l.dir)
-	}
-	if err != nil {
-		return fmt.Errorf("closing recording of %s: %w", s.id, err)
-	}
-	return nil
 }
 
 // syncDir makes the names of new files in dir durable.
@@ -298,7 +497,7 @@ func syncDir(dir string) error {
 }
 
 func (l *Log) flushLoop(every time.Duration) {
-	defer close(l.done)
+	defer l.done.Done()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var open []*session
@@ -311,15 +510,15 @@ func (l *Log) flushLoop(every time.Duration) {
 		open = l.snapshot(open[:0])
 		for _, s := range open {
 			s.mu.Lock()
-			if !s.closed && s.dirty {
-				if err := s.w.Flush(); err != nil {
-					l.logger.Error("audit: flushing recording", "session", s.id, "error", err)
-					s.closed, s.err = true, fmt.Errorf("flushing recording: %w", err)
-					s.f.Close()
-				}
-				s.dirty = false
+			idle := !s.wrote && s.enc != nil
+			s.wrote = false
+			if s.writing || (len(s.pending) == 0 && !idle) {
+				s.mu.Unlock()
+				continue
 			}
+			s.writing = true
 			s.mu.Unlock()
+			l.write(s, idle)
 		}
 		clear(open) // do not keep ended sessions alive until the next tick
 	}
@@ -334,9 +533,63 @@ func (l *Log) snapshot(buf []*session) []*session {
 	return buf
 }
 
-// Close flushes and closes every open recording. Sessions that have not
-// ended stay unsealed: RecoverUnsealed closes them as truncated at the next
-// start. Events recorded after Close are dropped.
+// indexRow queues row for the index.
+func (l *Log) indexRow(row store.Session) {
+	if l.index == nil {
+		return
+	}
+	select {
+	case l.index <- row:
+	default:
+		l.logger.Warn("audit: index queue full; session left out of the index until the next reindex", "session", row.ID)
+	}
+}
+
+func (l *Log) indexLoop() {
+	defer l.done.Done()
+	var batch []store.Session
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := l.opts.Index.IndexSessions(ctx, batch); err != nil {
+			l.logger.Error("audit: indexing sessions", "count", len(batch), "error", err)
+		}
+		cancel()
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case row := <-l.index:
+			batch = append(batch, row)
+			for len(batch) < 512 {
+				select {
+				case row := <-l.index:
+					batch = append(batch, row)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+		case <-l.stop:
+			for {
+				select {
+				case row := <-l.index:
+					batch = append(batch, row)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// Close writes what is buffered and closes every open recording. Sessions
+// that have not ended stay unsealed: RecoverUnsealed closes them as
+// truncated at the next start. Events recorded after Close are dropped.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -351,18 +604,34 @@ func (l *Log) Close() error {
 	clear(l.sessions)
 	l.mu.Unlock()
 
-	close(l.stop)
-	<-l.done
-
 	var errs []error
 	for _, s := range open {
-		s.mu.Lock()
-		if !s.closed {
-			if err := l.finish(s, errClosed); err != nil {
-				errs = append(errs, err)
+		for { // wait for a writer in progress
+			s.mu.Lock()
+			if !s.writing {
+				break
 			}
+			s.mu.Unlock()
+			time.Sleep(time.Millisecond)
 		}
+		s.writing = true
+		s.mu.Unlock()
+		l.write(s, true)
+		s.mu.Lock()
+		if s.f != nil {
+			err := s.f.Sync()
+			if cerr := s.f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("closing recording of %s: %w", s.id, err))
+			}
+			s.f = nil
+		}
+		s.closed, s.err = true, errClosed
 		s.mu.Unlock()
 	}
+	close(l.stop)
+	l.done.Wait()
 	return errors.Join(errs...)
 }

@@ -8,60 +8,112 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/postern/postern/protocols"
 )
 
-// Read calls fn with each record of the recording at path, in order, while
-// verifying the hash chain. It returns a *ChainError naming the first record
-// that is malformed, out of place, or whose hash the next record does not
-// carry (that is, the record was changed, or the next one's prev was), and
-// it returns fn's error if fn fails. Because Read streams, fn may already
-// have seen records at and past the one an error names.
+// Read calls fn with each record of the recording at path, in order (the
+// seal included), while verifying the hash chain. It returns a *ChainError
+// naming the first record that is malformed, out of place, or whose hash
+// the next record does not carry (that is, the record was changed, or the
+// next one's prev was), and it returns fn's error if fn fails. Because Read
+// streams, fn may already have seen records at and past the one an error
+// names.
 //
-// If the file is named <session>.jsonl, its records must belong to that
-// session. A recording without a final session.end (one still being
-// written, or cut short) reads without error; Summarize tells it apart.
+// Read does not check the seal's signature, and a recording without a seal
+// (one being written, or cut short) reads without error; Verify does both.
 func Read(path string, fn func(Record) error) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("opening recording: %w", err)
+	var each func(Record, []byte) error
+	if fn != nil {
+		each = func(r Record, _ []byte) error { return fn(r) }
 	}
-	defer f.Close()
-	_, err = readFrom(f, sessionOf(path), fn)
+	_, err := readFile(path, nil, each)
 	return err
 }
 
-// sessionOf returns the session a recording's file name says it holds, or
-// "" if the name is not <session>.jsonl.
-func sessionOf(path string) string {
-	id, ok := strings.CutSuffix(filepath.Base(path), Ext)
-	if !ok || !ValidSessionID(id) {
-		return ""
+// Result is what verifying a recording found.
+type Result struct {
+	Session string
+	Kind    Kind
+	Records int  // records that verified, the seal included
+	Ended   bool // a session.end was read
+	Sealed  bool // a seal was read and its signature verified
+	Open    bool // not sealed, but the index says the session is still open (Archive.Verify)
+	KeyID   string
+	Size    int64 // bytes of the file
+}
+
+// Verify reads the recording at path and checks it whole: the hash chain,
+// the session of every record, and the seal, which must be the last record
+// and must verify with one of keys. A version 1 recording has no seal and
+// verifies as far as version 1 can (docs/AUDIT.md). A recording still
+// being written fails with a *ChainError saying it is not sealed; callers
+// that know the session is open may treat that as in progress.
+func Verify(path string, keys Keys) (Result, error) {
+	return readFile(path, keys, nil)
+}
+
+// ErrUnsealed is wrapped by the *ChainError of a version 2 recording that
+// ends, intact, without a seal.
+var ErrUnsealed = errors.New("recording is not sealed")
+
+func readFile(path string, keys Keys, fn func(Record, []byte) error) (Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Result{}, fmt.Errorf("opening recording: %w", err)
 	}
-	return id
+	defer f.Close()
+	id, kind := ParseName(path)
+	if kind == NotRecording {
+		kind = Sealed // a copy under another name: read as version 2
+	}
+	res := Result{Kind: kind}
+	if fi, err := f.Stat(); err == nil {
+		res.Size = fi.Size()
+	}
+	t, err := readFrom(f, kind, id, keys, fn)
+	res.Session, res.Records, res.Ended, res.Sealed, res.KeyID = t.session, int(t.next), t.ended, t.sealed, t.keyID
+	if err == nil && keys != nil && kind != V1 && !t.sealed {
+		err = &ChainError{Seq: int(t.next), Reason: "recording ends without a seal: it was cut short, or is still being written", err: ErrUnsealed}
+	}
+	return res, err
 }
 
 // tail is what a reader knows at the end of the verified part of a
-// recording: enough to append to it.
+// recording.
 type tail struct {
+	version int
 	next    int64  // seq of the next record
 	prev    string // prev of the next record
 	session string
 	ended   bool
+	sealed  bool // a seal was read (and verified, if there were keys)
+	keyID   string
+	keys    Keys
 	size    int64 // bytes of complete verified lines, newlines included
 	torn    int64 // bytes of an incomplete last line, if that is the error
+	cut     error // why the rest of the file cannot be read, if that is the error
 	last    time.Time
 }
 
 // readFrom verifies the recording in r, calling fn (if not nil) with each
-// record. want, if not empty, is the session the records must belong to.
-func readFrom(r io.Reader, want string, fn func(Record) error) (tail, error) {
-	t := tail{session: want}
+// record and its line. want, if not empty, is the session the records must
+// belong to. keys, if not nil, verify the seal.
+func readFrom(r io.Reader, kind Kind, want string, keys Keys, fn func(Record, []byte) error) (tail, error) {
+	t := tail{session: want, keys: keys, version: 2}
+	if kind == V1 {
+		t.version = 1
+	} else {
+		d, err := newDecoder(r)
+		if err != nil {
+			return t, fmt.Errorf("reading recording: %w", err)
+		}
+		defer d.Close()
+		r = d
+	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
 	for {
@@ -77,10 +129,22 @@ func readFrom(r io.Reader, want string, fn func(Record) error) (tail, error) {
 			return t, &ChainError{Seq: int(t.next), Reason: fmt.Sprintf("record longer than %d bytes", maxLine)}
 		}
 		if err != nil && err != io.EOF {
-			return t, fmt.Errorf("reading record %d: %w", t.next, err)
+			if t.version == 1 {
+				return t, fmt.Errorf("reading record %d: %w", t.next, err)
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) && kind == Unsealed && len(line) == 0 {
+				// The frame being written has no end yet: everything
+				// written so far has been read.
+				return t, nil
+			}
+			t.torn, t.cut = int64(len(line)), err
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return t, &ChainError{Seq: int(t.next), Reason: "recording cut short: its last chunk is incomplete", err: err}
+			}
+			return t, &ChainError{Seq: int(t.next), Reason: fmt.Sprintf("chunk holding this record is damaged: %v", err), err: err}
 		}
 		if !complete {
-			t.torn = int64(len(line))
+			t.torn, t.cut = int64(len(line)), errors.New("incomplete record")
 			return t, &ChainError{Seq: int(t.next), Reason: "incomplete record at end of file (no newline)"}
 		}
 		rec, err := t.check(line)
@@ -88,7 +152,8 @@ func readFrom(r io.Reader, want string, fn func(Record) error) (tail, error) {
 			return t, err
 		}
 		if fn != nil {
-			if err := fn(rec); err != nil {
+			rec.Data = append(json.RawMessage(nil), rec.Data...) // not the line buffer, reused
+			if err := fn(rec, line); err != nil {
 				return t, err
 			}
 		}
@@ -126,15 +191,23 @@ func (t *tail) check(line []byte) (Record, error) {
 	bad := func(seq int64, format string, args ...any) (Record, error) {
 		return Record{}, &ChainError{Seq: int(seq), Reason: fmt.Sprintf(format, args...)}
 	}
-	var rec Record
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return bad(i, "not a record: %v", err)
+	rec, ok := parseLine(line)
+	if !ok {
+		rec = Record{}
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return bad(i, "not a record: %v", err)
+		}
 	}
-	if rec.V != Version {
+	if rec.V != t.version {
 		return bad(i, "unsupported record version %d", rec.V)
 	}
-	if canon, err := encode(rec); err != nil || !bytes.Equal(canon, line) {
-		return bad(i, "record is not in canonical form (edited?)")
+	// Version 1 has no seal: the canonical form keeps the last record from
+	// being changed without breaking anything. In version 2 the next
+	// record's hash, or the seal, covers every byte.
+	if t.version == 1 || rec.Type == SealType {
+		if canon, err := encode(rec); err != nil || !bytes.Equal(canon, line) {
+			return bad(i, "record is not in canonical form (edited?)")
+		}
 	}
 	switch {
 	case rec.Seq > i:
@@ -160,15 +233,116 @@ func (t *tail) check(line []byte) (Record, error) {
 	if rec.Type == "" {
 		return bad(i, "record has no type")
 	}
-	if t.ended {
+	switch {
+	case t.sealed:
+		return bad(i, "record after the seal")
+	case rec.Type == SealType:
+		if t.version == 1 || !t.ended {
+			return bad(i, "seal before the session's end")
+		}
+		if t.keys != nil {
+			if err := t.keys.verifySeal(rec.Session, rec.Seq, rec.Prev, rec.Data); err != nil {
+				return bad(i, "%v", err)
+			}
+		}
+		var d SealData
+		_ = json.Unmarshal(rec.Data, &d) // checked above when there are keys
+		t.sealed, t.keyID = true, d.Key
+	case t.ended:
 		return bad(i, "record after session end")
 	}
-	t.ended = rec.Type == protocols.SessionEnded
+	if rec.Type == protocols.SessionEnded {
+		t.ended = true
+	}
 	t.next++
 	t.prev = hash(line)
 	t.size += int64(len(line)) + 1
 	t.last = rec.Time
 	return rec, nil
+}
+
+// parseLine reads a record in the layout appendLine writes without
+// reflection. It reports false for anything else (escaped strings, other
+// layouts), which the caller then decodes with encoding/json.
+func parseLine(line []byte) (Record, bool) {
+	var r Record
+	p := line
+	field := func(name string) bool {
+		if !bytes.HasPrefix(p, []byte(name)) {
+			return false
+		}
+		p = p[len(name):]
+		return true
+	}
+	number := func() (int64, bool) {
+		i := 0
+		for i < len(p) && '0' <= p[i] && p[i] <= '9' {
+			i++
+		}
+		if i == 0 || i > 18 || (p[0] == '0' && i > 1) {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(string(p[:i]), 10, 64)
+		p = p[i:]
+		return n, err == nil
+	}
+	str := func() (string, bool) {
+		i := bytes.IndexByte(p, '"')
+		if i < 0 || bytes.IndexByte(p[:i], '\\') >= 0 {
+			return "", false
+		}
+		s := string(p[:i])
+		p = p[i:]
+		return s, true
+	}
+	var ok bool
+	if !field(`{"v":`) {
+		return r, false
+	}
+	v, ok := number()
+	if !ok || !field(`,"seq":`) {
+		return r, false
+	}
+	r.V = int(v)
+	if r.Seq, ok = number(); !ok || !field(`,"time":"`) {
+		return r, false
+	}
+	ts, ok := str()
+	if !ok || !field(`","session":"`) {
+		return r, false
+	}
+	var err error
+	if r.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+		return r, false
+	}
+	if r.Session, ok = str(); !ok || !field(`","type":"`) {
+		return r, false
+	}
+	typ, ok := str()
+	if !ok || !field(`","data":`) {
+		return r, false
+	}
+	r.Type = protocols.EventType(typ)
+	const prevField = `,"prev":"`
+	if !bytes.HasSuffix(p, []byte(`"}`)) {
+		return r, false
+	}
+	j := bytes.LastIndex(p, []byte(prevField))
+	if j < 0 {
+		return r, false
+	}
+	prev := p[j+len(prevField) : len(p)-2]
+	for _, c := range prev {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return r, false
+		}
+	}
+	r.Data = json.RawMessage(p[:j])
+	if len(r.Data) == 0 {
+		return r, false
+	}
+	r.Prev = string(prev)
+	return r, true
 }
 
 // Summary describes a recording.
@@ -177,22 +351,26 @@ type Summary struct {
 	Records int
 	First   time.Time // time of the first record
 	Last    time.Time // time of the last record
-	Ended   bool      // the last record is a session.end
+	Ended   bool      // a session.end was read
+	Sealed  bool      // a seal was read
 	Start   *protocols.SessionStart
 	End     *protocols.SessionEnd
+	Events  map[protocols.EventType]int // records by type
+	Denies  []protocols.AuthzDeny
 }
 
 // Summarize reads the recording at path and describes it. On a broken
 // recording it returns the summary of the part before the break with Read's
 // error.
 func Summarize(path string) (Summary, error) {
-	var s Summary
+	s := Summary{Events: map[protocols.EventType]int{}}
 	err := Read(path, func(r Record) error {
 		if s.Records == 0 {
 			s.Session, s.First = r.Session, r.Time
 		}
 		s.Records++
 		s.Last = r.Time
+		s.Events[r.Type]++
 		switch r.Type {
 		case protocols.SessionStarted:
 			var d protocols.SessionStart
@@ -205,30 +383,71 @@ func Summarize(path string) (Summary, error) {
 				s.End = &d
 			}
 			s.Ended = true
+		case protocols.AuthzDenied:
+			var d protocols.AuthzDeny
+			if json.Unmarshal(r.Data, &d) == nil {
+				s.Denies = append(s.Denies, d)
+			}
+		case SealType:
+			s.Sealed = true
 		}
 		return nil
 	})
 	if s.Session == "" {
-		s.Session = sessionOf(path)
+		s.Session, _ = ParseName(path)
 	}
 	return s, err
 }
 
-// List returns the session ids of the recordings in dir, sorted.
-func List(dir string) ([]string, error) {
+// File is one recording file in a directory.
+type File struct {
+	Session string
+	Kind    Kind
+	Path    string
+}
+
+// List returns the recordings in dir, sorted by session. A session with an
+// open and a sealed file (a crash between sealing and renaming cannot make
+// one; a copy can) is listed with both.
+func List(dir string) ([]File, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("listing recordings: %w", err)
 	}
-	var ids []string
+	var files []File
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		if id := sessionOf(e.Name()); id != "" {
-			ids = append(ids, id)
+		if id, kind := ParseName(e.Name()); kind != NotRecording {
+			files = append(files, File{Session: id, Kind: kind, Path: dir + string(os.PathSeparator) + e.Name()})
 		}
 	}
-	slices.Sort(ids)
-	return ids, nil
+	slices.SortFunc(files, func(a, b File) int {
+		if a.Session != b.Session {
+			if a.Session < b.Session {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Kind) - int(b.Kind)
+	})
+	return files, nil
+}
+
+// Find returns the recording file of session id in dir: the sealed one, or
+// the open one, or a version 1 one.
+func Find(dir, id string) (File, error) {
+	if !ValidSessionID(id) {
+		return File{}, fmt.Errorf("finding recording: invalid session id %q", id)
+	}
+	for _, c := range []struct {
+		path string
+		kind Kind
+	}{{Path(dir, id), Sealed}, {OpenPath(dir, id), Unsealed}, {dir + string(os.PathSeparator) + id + ExtV1, V1}} {
+		if _, err := os.Stat(c.path); err == nil {
+			return File{Session: id, Kind: c.kind, Path: c.path}, nil
+		}
+	}
+	return File{}, fmt.Errorf("finding recording: no recording of session %s in %s", id, dir)
 }

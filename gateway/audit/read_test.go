@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,146 +12,177 @@ import (
 	"github.com/postern/postern/protocols"
 )
 
-// lines splits a recording into its lines, without newlines.
-func lines(b []byte) [][]byte {
-	return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
-}
-
-func join(ls [][]byte) []byte {
-	return append(bytes.Join(ls, []byte("\n")), '\n')
-}
-
-func chainErr(t *testing.T, err error) *ChainError {
+// rechain re-links lines with fresh hashes, as someone without the key
+// would after changing records, and, if key is not nil, re-signs the seal.
+func rechain(t *testing.T, ls [][]byte, key *Key) [][]byte {
 	t.Helper()
-	var ce *ChainError
-	if !errors.As(err, &ce) {
-		t.Fatalf("got error %v, want a *ChainError", err)
-	}
-	return ce
-}
-
-func writeRecording(t *testing.T, path string, b []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestReadDetectsFlippedByte(t *testing.T) {
-	dir := t.TempDir()
-	path, valid := validRecording(t, dir, "flip", 4)
-	ls := lines(valid)
-	offset := 0
-	for k, line := range ls {
-		prevAt := bytes.LastIndex(line, []byte(`"prev":"`)) + len(`"prev":"`)
-		for j := 0; j <= len(line); j++ { // j == len(line) is the newline
-			b := bytes.Clone(valid)
-			b[offset+j] ^= 0x01
-			_, err := readFrom(bytes.NewReader(b), sessionOf(path), nil)
-			last := k == len(ls)-1
-			if err == nil {
-				if !last || j == len(line) {
-					t.Fatalf("line %d byte %d: got nil error, want a *ChainError", k, j)
-				}
-				continue // a value in the last record: only a seal can tell
-			}
-			want := k
-			if j >= prevAt && j < len(line)-2 && k > 0 { // inside the prev hex
-				want = k - 1 // the chain breaks between k-1 and k
-			}
-			if got := chainErr(t, err).Seq; got != want {
-				t.Fatalf("line %d byte %d (%q): got seq %d, want %d: %v", k, j, line[j:min(j+1, len(line))], got, want, err)
-			}
+	out := make([][]byte, len(ls))
+	prev := ""
+	for i, l := range ls {
+		r, ok := parseLine(l)
+		if !ok {
+			t.Fatalf("line %d does not parse: %s", i, l)
 		}
-		offset += len(line) + 1
+		r.Seq, r.Prev = int64(i), prev
+		if r.Type == SealType && key != nil {
+			r.Data = key.seal(r.Session, r.Seq, prev)
+		}
+		line, err := appendLine(nil, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i], prev = line, hash(line)
 	}
+	return out
 }
 
-func TestReadDetectsRemovedAndReordered(t *testing.T) {
-	dir := t.TempDir()
-	path, valid := validRecording(t, dir, "s", 6)
-	n := len(lines(valid))
-	edits := map[string]struct {
-		edit    func(ls [][]byte) [][]byte
+// TestVerifyTampering: every way of changing a sealed recording is found,
+// and the error names the record.
+func TestVerifyTampering(t *testing.T) {
+	const n = 10 // records: start, 10 data, end, seal = 13
+	tests := map[string]struct {
+		tamper  func(t *testing.T, b []byte) []byte
 		wantSeq int
-		reason  string
+		want    string
 	}{
-		"remove first": {edit: func(ls [][]byte) [][]byte { return ls[1:] }, wantSeq: 0, reason: "missing"},
-		"remove middle": {edit: func(ls [][]byte) [][]byte {
-			return append(ls[:3:3], ls[4:]...)
-		}, wantSeq: 3, reason: "missing"},
-		"swap middle": {edit: func(ls [][]byte) [][]byte {
-			ls[2], ls[3] = ls[3], ls[2]
-			return ls
-		}, wantSeq: 2, reason: "missing"},
-		"swap last two": {edit: func(ls [][]byte) [][]byte {
-			ls[n-2], ls[n-1] = ls[n-1], ls[n-2]
-			return ls
-		}, wantSeq: n - 2, reason: "missing"},
-		"duplicate": {edit: func(ls [][]byte) [][]byte {
-			return append(ls[:3:3], ls[2:]...)
-		}, wantSeq: 3, reason: "out of order"},
-		"empty line": {edit: func(ls [][]byte) [][]byte {
-			return append(ls[:1:1], append([][]byte{{}}, ls[1:]...)...)
-		}, wantSeq: 1, reason: "not a record"},
+		"byte flipped in the compressed file": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				b[len(b)/2] ^= 0x40
+				return b
+			},
+			wantSeq: -1, // wherever the damaged chunk is
+		},
+		"record changed": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				ls[4] = bytes.Replace(ls[4], []byte(`"bytes":4`), []byte(`"bytes":5`), 1)
+				return compressed(ls)
+			},
+			wantSeq: 4, want: "does not hash",
+		},
+		"record removed": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				return compressed(append(ls[:5:5], ls[6:]...))
+			},
+			wantSeq: 5, want: "missing",
+		},
+		"records swapped": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				ls[3], ls[7] = ls[7], ls[3]
+				return compressed(ls)
+			},
+			wantSeq: 3, want: "missing",
+		},
+		"cut short in a chunk": {
+			// The records after the first are in the last chunk, written at
+			// the session's end.
+			tamper:  func(t *testing.T, b []byte) []byte { return b[:len(b)-3] },
+			wantSeq: 1, want: "cut short",
+		},
+		"seal removed": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				return compressed(ls[:len(ls)-1])
+			},
+			wantSeq: n + 2, want: "without a seal",
+		},
+		"end and seal removed": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				return compressed(ls[:len(ls)-2])
+			},
+			wantSeq: n + 1, want: "without a seal",
+		},
+		"chain rebuilt after a change, old seal kept": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				ls[2] = bytes.Replace(ls[2], []byte(`"bytes":2`), []byte(`"bytes":9`), 1)
+				return compressed(rechain(t, ls, nil))
+			},
+			wantSeq: n + 2, want: "does not verify",
+		},
+		"chain rebuilt and sealed with another key": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				ls = append(ls[:6:6], ls[7:]...)
+				return compressed(rechain(t, ls, otherKey))
+			},
+			wantSeq: n + 1, want: "not trusted",
+		},
+		"seal edited": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				last := ls[len(ls)-1]
+				i := bytes.Index(last, []byte(`"sig":"`)) + len(`"sig":"`)
+				if last[i] == 'a' {
+					last[i] = 'b'
+				} else {
+					last[i] = 'a'
+				}
+				return compressed(ls)
+			},
+			wantSeq: n + 2, want: "seal",
+		},
+		"record after the seal": {
+			tamper: func(t *testing.T, b []byte) []byte {
+				ls := decoded(t, b)
+				return compressed(rechain(t, append(ls, ls[3]), testKey))
+			},
+			wantSeq: n + 3, want: "after the seal",
+		},
 	}
-	for name, tc := range edits {
+	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			writeRecording(t, path, join(tc.edit(lines(valid))))
-			ce := chainErr(t, Read(path, func(Record) error { return nil }))
-			if ce.Seq != tc.wantSeq || !strings.Contains(ce.Reason, tc.reason) {
-				t.Fatalf("got %v, want seq %d, reason with %q", ce, tc.wantSeq, tc.reason)
+			dir := t.TempDir()
+			path, b := validRecording(t, dir, "s-1", n)
+			if res, err := Verify(path, trusted(t)); err != nil || !res.Sealed || res.Records != n+3 {
+				t.Fatalf("before tampering: %+v, %v", res, err)
+			}
+			writeFile(t, path, tt.tamper(t, b))
+			_, err := Verify(path, trusted(t))
+			ce := chainErr(t, err)
+			if tt.wantSeq >= 0 && ce.Seq != tt.wantSeq {
+				t.Errorf("got record %d (%v), want %d", ce.Seq, ce, tt.wantSeq)
+			}
+			if !strings.Contains(ce.Reason, tt.want) {
+				t.Errorf("got reason %q, want it to say %q", ce.Reason, tt.want)
 			}
 		})
 	}
+}
 
-	t.Run("remove last", func(t *testing.T) {
-		// Without its session.end the recording reads as not ended.
-		ls := lines(valid)
-		writeRecording(t, path, join(ls[:n-1]))
-		s, err := Summarize(path)
-		if err != nil || s.Ended {
-			t.Fatalf("got %+v, %v; want a clean read, not ended", s, err)
+// TestVerifyEveryPrefixFails: a sealed recording cut anywhere does not
+// verify (the truncation test of the reader).
+func TestVerifyEveryPrefixFails(t *testing.T) {
+	dir := t.TempDir()
+	path, b := validRecording(t, dir, "s-1", 3)
+	cut := filepath.Join(dir, "cut", filepath.Base(path))
+	os.Mkdir(filepath.Dir(cut), 0o700)
+	for i := range len(b) {
+		writeFile(t, cut, b[:i])
+		if _, err := Verify(cut, trusted(t)); err == nil {
+			t.Fatalf("a prefix of %d of %d bytes verified", i, len(b))
 		}
-	})
+	}
 }
 
 func TestReadRefusesOtherSessionsRecords(t *testing.T) {
 	dir := t.TempDir()
-	_, valid := validRecording(t, dir, "mine", 2)
-	renamed := Path(dir, "theirs")
-	writeRecording(t, renamed, valid)
-	ce := chainErr(t, Read(renamed, func(Record) error { return nil }))
-	if ce.Seq != 0 {
-		t.Fatalf("got %v, want seq 0", ce)
-	}
-	// Under a name that is not a session's, the records say whose they are.
-	other := filepath.Join(dir, "copy.txt")
-	writeRecording(t, other, valid)
-	if err := Read(other, func(Record) error { return nil }); err != nil {
-		t.Fatalf("got %v, want nil", err)
-	}
-}
-
-func TestReadRefusesRecordAfterEnd(t *testing.T) {
-	dir := t.TempDir()
-	path, valid := validRecording(t, dir, "s", 1)
-	ls := lines(valid)
-	extra, err := encode(Record{V: Version, Seq: int64(len(ls)), Time: t0, Session: "s",
-		Type: protocols.TCPData, Data: []byte(`{}`), Prev: hash(ls[len(ls)-1])})
-	if err != nil {
+	path, b := validRecording(t, dir, "s-1", 2)
+	if err := os.Rename(path, Path(dir, "s-2")); err != nil {
 		t.Fatal(err)
 	}
-	writeRecording(t, path, join(append(ls, extra)))
-	ce := chainErr(t, Read(path, func(Record) error { return nil }))
-	if ce.Seq != len(ls) || !strings.Contains(ce.Reason, "after session end") {
-		t.Fatalf("got %v, want seq %d after session end", ce, len(ls))
+	_ = b
+	_, err := Verify(Path(dir, "s-2"), trusted(t))
+	if ce := chainErr(t, err); ce.Seq != 0 || !strings.Contains(ce.Reason, `session "s-1"`) {
+		t.Fatalf("got %v, want record 0 of another session", ce)
 	}
 }
 
 func TestReadReturnsCallbackError(t *testing.T) {
-	dir := t.TempDir()
-	path, _ := validRecording(t, dir, "s", 3)
+	path, _ := validRecording(t, t.TempDir(), "s-1", 2)
 	stop := errors.New("stop")
 	n := 0
 	err := Read(path, func(Record) error {
@@ -161,73 +193,136 @@ func TestReadReturnsCallbackError(t *testing.T) {
 		return nil
 	})
 	if !errors.Is(err, stop) || n != 2 {
-		t.Fatalf("got %v after %d records, want %v after 2", err, n, stop)
+		t.Fatalf("got %v after %d records, want the callback's error after 2", err, n)
 	}
 }
 
 func TestReadMissingFile(t *testing.T) {
-	err := Read(filepath.Join(t.TempDir(), "nope.jsonl"), func(Record) error { return nil })
-	if !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("got %v, want %v", err, os.ErrNotExist)
+	if err := Read(filepath.Join(t.TempDir(), "nope"+Ext), nil); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got %v, want not exist", err)
 	}
 }
 
 func TestReadRefusesLongRecord(t *testing.T) {
 	defer func(n int) { maxLine = n }(maxLine)
-	maxLine = 1 << 10
-	b := append(bytes.Repeat([]byte("x"), maxLine+10), '\n')
-	_, err := readFrom(bytes.NewReader(b), "", nil)
-	if ce := chainErr(t, err); ce.Seq != 0 || !strings.Contains(ce.Reason, "longer") {
-		t.Fatalf("got %v, want a too-long record 0", ce)
+	maxLine = 100
+	path, _ := validRecording(t, t.TempDir(), "s-1", 1)
+	if ce := chainErr(t, Read(path, nil)); ce.Seq != 0 || !strings.Contains(ce.Reason, "longer") {
+		t.Fatalf("got %v, want record 0 too long", ce)
 	}
 }
 
-// TestReadTruncated reads every prefix of a valid recording: cut at a line
-// end it reads clean, anywhere else it is an error; it never panics.
-func TestReadTruncated(t *testing.T) {
-	_, valid := validRecording(t, t.TempDir(), "s", 3)
-	for n := range len(valid) {
-		prefix := valid[:n]
-		var got int
-		_, err := readFrom(bytes.NewReader(prefix), "s", func(Record) error { got++; return nil })
-		atLineEnd := n == 0 || valid[n-1] == '\n'
-		switch {
-		case atLineEnd && err != nil:
-			t.Fatalf("prefix %d (at a line end): got %v, want nil", n, err)
-		case atLineEnd && got != bytes.Count(prefix, []byte("\n")):
-			t.Fatalf("prefix %d: got %d records, want %d", n, got, bytes.Count(prefix, []byte("\n")))
-		case !atLineEnd && err == nil:
-			t.Fatalf("prefix %d (mid-record): got nil error, want one", n)
-		case !atLineEnd:
-			chainErr(t, err)
-		}
-	}
-}
-
-func FuzzRead(f *testing.F) {
-	_, valid := validRecording(f, f.TempDir(), "fuzz", 3)
-	f.Add(valid)
-	f.Add(valid[:len(valid)/2])
-	f.Add([]byte{})
-	f.Add([]byte("\n"))
-	f.Add([]byte(`{"v":1,"seq":0,"time":"2026-01-01T00:00:00Z","session":"s","type":"session.start","data":{},"prev":""}` + "\n"))
-	f.Add([]byte(`{"v":2}` + "\n"))
-	f.Add([]byte(`{"v":1,"seq":-1}` + "\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var n int
-		tl, err := readFrom(bytes.NewReader(b), "", func(r Record) error {
-			if r.Seq != int64(n) {
-				t.Fatalf("got seq %d at position %d", r.Seq, n)
-			}
-			n++
-			return nil
-		})
+// TestReadVersion1: recordings of the first format stay readable, with
+// their own rules (canonical lines, no seal).
+func TestReadVersion1(t *testing.T) {
+	dir := t.TempDir()
+	var ls [][]byte
+	prev := ""
+	for i, e := range sessionEvents("old", 2) {
+		data, _ := json.Marshal(e.Data)
+		line, err := encode(Record{V: 1, Seq: int64(i), Time: e.Time, Session: e.Session, Type: e.Type, Data: data, Prev: prev})
 		if err != nil {
-			chainErr(t, err)
-			return
+			t.Fatal(err)
 		}
-		if tl.size != int64(len(b)) {
-			t.Fatalf("read clean but verified %d of %d bytes", tl.size, len(b))
+		ls, prev = append(ls, line), hash(line)
+	}
+	path := filepath.Join(dir, "old"+ExtV1)
+	writeFile(t, path, append(bytes.Join(ls, []byte("\n")), '\n'))
+	res, err := Verify(path, trusted(t))
+	if err != nil || res.Records != 4 || !res.Ended || res.Sealed || res.Kind != V1 {
+		t.Fatalf("got %+v, %v; want 4 records, ended, not sealed", res, err)
+	}
+	// The last record of a version 1 recording is protected by its
+	// canonical form only.
+	ls[3] = bytes.Replace(ls[3], []byte(`{"outcome"`), []byte(`{ "outcome"`), 1)
+	writeFile(t, path, append(bytes.Join(ls, []byte("\n")), '\n'))
+	if ce := chainErr(t, Read(path, nil)); ce.Seq != 3 {
+		t.Fatalf("got %v, want record 3", ce)
+	}
+}
+
+// TestParseLineMatchesJSON: the fast parser reads what encoding/json reads,
+// and declines what it does not handle.
+func TestParseLineMatchesJSON(t *testing.T) {
+	path, b := validRecording(t, t.TempDir(), "s-1", 3)
+	_ = path
+	for i, l := range decoded(t, b) {
+		got, ok := parseLine(l)
+		var want Record
+		if err := json.Unmarshal(l, &want); err != nil {
+			t.Fatal(err)
 		}
+		if !ok || got.V != want.V || got.Seq != want.Seq || !got.Time.Equal(want.Time) || got.Session != want.Session ||
+			got.Type != want.Type || !bytes.Equal(got.Data, want.Data) || got.Prev != want.Prev {
+			t.Fatalf("line %d: got %+v (%v), want %+v", i, got, ok, want)
+		}
+	}
+	for _, l := range []string{
+		`{"v":2,"seq":1,"time":"2026-01-01T00:00:00Z","session":"a\u0041","type":"t","data":{},"prev":""}`,
+		`{"v":2,"seq":01,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":""}`,
+		`{"seq":1,"v":2,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":""}`,
+		`{"v":2,"seq":1,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":,"prev":""}`,
+		`{"v":2,"seq":1,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":"XYZ"}`,
+	} {
+		if _, ok := parseLine([]byte(l)); ok {
+			t.Errorf("parseLine accepted %s", l)
+		}
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	dir := f.TempDir()
+	_, b := validRecording(f, dir, "s-1", 3)
+	f.Add(b)
+	f.Add(b[:len(b)/2])
+	f.Add(compressed([][]byte{[]byte(`{"v":2,"seq":0,"time":"2026-01-01T00:00:00Z","session":"s-1","type":"session.start","data":{},"prev":""}`)}))
+	f.Add([]byte{})
+	keys := trusted(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "s-1"+Ext)
+		writeFile(t, path, data)
+		res, err := Verify(path, keys)
+		if err == nil && !res.Sealed {
+			t.Fatalf("verified without a seal: %+v", res)
+		}
+		_ = Read(path, func(Record) error { return nil })
 	})
 }
+
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	// A long Postgres session, the records as the gateway writes them.
+	l, err := Open(dir, Options{Key: testKey, FlushInterval: 100 * 1e6})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.Record(protocols.Event{Session: "big", Type: protocols.SessionStarted, Data: &protocols.SessionStart{Identity: "spiffe://postern.local/user/ann", Protocol: protocols.Postgres}})
+	for i := range 200_000 {
+		l.Record(protocols.Event{Session: "big", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{
+			SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = $1", Params: []*string{ptr(strings.Repeat("7", i%7+1))},
+			Protocol: "extended", Class: "read", Verdict: "allow", Rule: "bench", Completed: []string{"SELECT 1"}, Rows: 1, Duration: 0.1}})
+	}
+	l.Record(protocols.Event{Session: "big", Type: protocols.SessionEnded, Data: &protocols.SessionEnd{Outcome: "ok"}})
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	fi, err := os.Stat(Path(dir, "big"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := trusted(b)
+	var raw int64
+	b.Run("file", func(b *testing.B) {
+		b.SetBytes(fi.Size())
+		for b.Loop() {
+			res, err := Verify(Path(dir, "big"), keys)
+			if err != nil || !res.Sealed {
+				b.Fatal(res, err)
+			}
+		}
+	})
+	_ = Read(Path(dir, "big"), func(r Record) error { raw += int64(len(r.Data)) + 150; return nil })
+	b.Logf("recording: %d records, %.1f MB on disk, about %.1f MB of JSON", 200_003, float64(fi.Size())/1e6, float64(raw)/1e6)
+}
+
+func ptr(s string) *string { return &s }

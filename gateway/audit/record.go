@@ -7,16 +7,24 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/postern/postern/protocols"
 )
 
-// Version is the record format this package writes.
-const Version = 1
+// Version is the record format this package writes. Version 1 recordings
+// (uncompressed, unsealed) are still read and verified.
+const Version = 2
 
-// Ext is the file name extension of a recording.
-const Ext = ".jsonl"
+// File name extensions of recordings. A recording is written as
+// <session>.open.jsonl.zst and renamed to <session>.jsonl.zst once sealed;
+// <session>.jsonl is a version 1 recording.
+const (
+	Ext     = ".jsonl.zst"
+	OpenExt = ".open.jsonl.zst"
+	ExtV1   = ".jsonl"
+)
 
 // MaxRecordSize is the longest record line Read accepts, in bytes.
 const MaxRecordSize = 16 << 20
@@ -44,11 +52,16 @@ type Record struct {
 type ChainError struct {
 	Seq    int
 	Reason string
+	err    error
 }
 
 func (e *ChainError) Error() string {
 	return fmt.Sprintf("recording broken at record %d: %s", e.Seq, e.Reason)
 }
+
+// Unwrap returns the cause, if there is one (ErrUnsealed, a decompression
+// error).
+func (e *ChainError) Unwrap() error { return e.err }
 
 // ValidSessionID reports whether id may name a recording: 1 to 128 of
 // A-Z, a-z, 0-9, '-' and '_'.
@@ -65,10 +78,44 @@ func ValidSessionID(id string) bool {
 	return true
 }
 
-// Path returns the file of the session's recording under dir. It does not
-// check session; see ValidSessionID.
+// Path returns the file of the session's sealed recording under dir. It
+// does not check session; see ValidSessionID.
 func Path(dir, session string) string {
 	return filepath.Join(dir, session+Ext)
+}
+
+// OpenPath returns the file of the session's recording under dir while it
+// is being written.
+func OpenPath(dir, session string) string {
+	return filepath.Join(dir, session+OpenExt)
+}
+
+// Kind is what a recording's file name says it is.
+type Kind int
+
+// Kinds of recording files.
+const (
+	NotRecording Kind = iota
+	Sealed            // <session>.jsonl.zst: version 2, should be sealed
+	Unsealed          // <session>.open.jsonl.zst: version 2, being written or cut short
+	V1                // <session>.jsonl: version 1
+)
+
+// ParseName returns the session and kind of a recording's file name.
+func ParseName(name string) (string, Kind) {
+	name = filepath.Base(name)
+	for _, c := range []struct {
+		ext  string
+		kind Kind
+	}{{OpenExt, Unsealed}, {Ext, Sealed}, {ExtV1, V1}} {
+		if id, ok := strings.CutSuffix(name, c.ext); ok {
+			if ValidSessionID(id) {
+				return id, c.kind
+			}
+			return "", NotRecording
+		}
+	}
+	return "", NotRecording
 }
 
 // encode returns the line of r, without its newline.

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,22 +9,24 @@ import (
 	"os"
 	"time"
 
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
 )
 
-// RecoverUnsealed closes every recording in dir that has no session.end
-// with a final session.end record of outcome OutcomeTruncated, continuing
-// its hash chain, and returns how many it closed. The gateway calls it at
-// start, before it records anything. A missing dir has nothing to close.
-// The count includes recordings closed before an error about another.
+// RecoverUnsealed seals every recording in dir that a stop cut short (an
+// open recording: no seal yet) with a final session.end of outcome
+// OutcomeTruncated and a seal, and returns how many it sealed. The gateway
+// calls it at start, before it records anything; idx, if not nil, gets the
+// sealed sessions' rows. A missing dir has nothing to recover. The count
+// includes recordings sealed before an error about another.
 //
 // The closing record carries the bytes counted by the recording's tcp.data
 // records and the time of its last record, so that replay does not wait for
-// the downtime. An incomplete last line (a write the crash cut off) is
-// removed first, and the closing record says so. A recording that is
-// broken elsewhere is left alone and reported in the returned error.
-func RecoverUnsealed(dir string) (int, error) {
-	ids, err := List(dir)
+// the downtime. Whatever cannot be read at the end of the file (a write the
+// crash cut off) is left out, and the closing record says so. A recording
+// whose chain is broken before its end is left alone and reported.
+func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int, error) {
+	files, err := List(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil // first start: nothing recorded yet
 	}
@@ -33,34 +36,76 @@ func RecoverUnsealed(dir string) (int, error) {
 	var (
 		n    int
 		errs []error
+		rows []store.Session
 	)
-	for _, id := range ids {
-		closed, err := recoverOne(Path(dir, id), id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("recovering recording %s: %w", id, err))
+	for _, f := range files {
+		if f.Kind != Unsealed {
+			continue
 		}
-		if closed {
-			n++
+		row, err := recoverOne(dir, f.Session, key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("recovering recording %s: %w", f.Session, err))
+			continue
+		}
+		rows = append(rows, row)
+		n++
+	}
+	if idx != nil && len(rows) > 0 {
+		if err := idx.IndexSessions(ctx, rows); err != nil {
+			errs = append(errs, fmt.Errorf("indexing recovered sessions: %w", err))
+		}
+	}
+	if n > 0 {
+		if err := syncDir(dir); err != nil {
+			errs = append(errs, fmt.Errorf("syncing recordings directory: %w", err))
 		}
 	}
 	return n, errors.Join(errs...)
 }
 
-func recoverOne(path, id string) (bool, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return false, err
+// recoverOne rewrites the open recording of id as a sealed one: its
+// readable records, then (unless it had ended) a truncated session.end,
+// then the seal.
+func recoverOne(dir, id string, key *Key) (store.Session, error) {
+	if _, err := os.Stat(Path(dir, id)); err == nil {
+		return store.Session{}, errors.New("both an open and a sealed recording exist; leaving both")
 	}
-	defer f.Close()
+	open := OpenPath(dir, id)
+	src, err := os.Open(open)
+	if err != nil {
+		return store.Session{}, err
+	}
+	defer src.Close()
+	tmp := open + ".recover"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return store.Session{}, err
+	}
+	defer func() {
+		dst.Close()
+		os.Remove(tmp) // gone after a successful rename
+	}()
 
+	s := &session{id: id, row: store.Session{ID: id, Status: StatusOpen}}
 	var (
 		end   = protocols.SessionEnd{Outcome: OutcomeTruncated}
 		first time.Time
+		werr  error
 	)
-	t, err := readFrom(f, id, func(r Record) error {
+	s.f = dst
+	flush := func(last bool) {
+		if werr == nil && (last || len(s.pending) >= chunkSize) {
+			werr = s.emit(s.pending, last)
+			s.pending = s.pending[:0]
+		}
+	}
+	t, rerr := readFrom(src, Unsealed, id, nil, func(r Record, line []byte) error {
 		if first.IsZero() {
 			first = r.Time
 		}
+		s.pending = append(append(s.pending, line...), '\n')
+		s.seq, s.prev = r.Seq+1, hash(line)
+		s.indexRecord(r)
 		if r.Type == protocols.TCPData {
 			var d protocols.TCPDataEvent
 			if json.Unmarshal(r.Data, &d) == nil {
@@ -72,53 +117,80 @@ func recoverOne(path, id string) (bool, error) {
 				}
 			}
 		}
+		flush(false)
 		return nil
 	})
-	if err != nil && (t.torn == 0 || t.ended) {
-		return false, err
-	}
-	if t.ended {
-		return false, nil
-	}
-	end.Error = "recording cut short: the gateway stopped before the session ended"
-	if t.torn > 0 {
-		if err := f.Truncate(t.size); err != nil {
-			return false, fmt.Errorf("removing incomplete record: %w", err)
-		}
-		end.Error += fmt.Sprintf("; an incomplete last record (%d bytes) was removed", t.torn)
+	if rerr != nil && t.cut == nil {
+		return store.Session{}, rerr
 	}
 	at := t.last
 	if at.IsZero() {
-		fi, err := f.Stat()
+		fi, err := src.Stat()
 		if err != nil {
-			return false, err
+			return store.Session{}, err
 		}
-		at = fi.ModTime()
+		at = fi.ModTime().UTC()
 	}
-	if !first.IsZero() {
-		end.Duration = at.Sub(first).Milliseconds()
+	if !t.ended {
+		end.Error = "recording cut short: the gateway stopped before the session ended"
+		if t.cut != nil {
+			end.Error += fmt.Sprintf("; what followed record %d could not be read (%v) and was left out", t.next-1, t.cut)
+		}
+		if !first.IsZero() {
+			end.Duration = at.Sub(first).Milliseconds()
+		}
+		data, err := json.Marshal(&end)
+		if err != nil {
+			return store.Session{}, err
+		}
+		rec := Record{V: Version, Seq: s.seq, Time: at, Session: id, Type: protocols.SessionEnded, Data: data}
+		if err := s.append(rec); err != nil {
+			return store.Session{}, err
+		}
+		s.indexRecord(rec)
 	}
-	data, err := json.Marshal(end)
-	if err != nil {
-		return false, err
+	if !t.sealed {
+		if err := s.append(Record{V: Version, Seq: s.seq, Time: at, Session: id, Type: SealType,
+			Data: key.seal(id, s.seq, s.prev)}); err != nil {
+			return store.Session{}, err
+		}
 	}
-	line, err := encode(Record{
-		V:       Version,
-		Seq:     t.next,
-		Time:    at.UTC(),
-		Session: id,
-		Type:    protocols.SessionEnded,
-		Data:    data,
-		Prev:    t.prev,
-	})
-	if err != nil {
-		return false, err
+	s.row.Events = s.seq
+	flush(true)
+	if werr == nil {
+		werr = dst.Sync()
 	}
-	if _, err := f.WriteAt(append(line, '\n'), t.size); err != nil {
-		return false, fmt.Errorf("writing closing record: %w", err)
+	if werr == nil {
+		werr = dst.Close()
 	}
-	if err := f.Sync(); err != nil {
-		return false, fmt.Errorf("syncing recording: %w", err)
+	if werr == nil {
+		werr = os.Rename(tmp, Path(dir, id))
 	}
-	return true, nil
+	if werr == nil {
+		werr = os.Remove(open)
+	}
+	if werr != nil {
+		return store.Session{}, fmt.Errorf("writing sealed recording: %w", werr)
+	}
+	return s.row, nil
+}
+
+// indexRecord updates s's index row from a record read back.
+func (s *session) indexRecord(r Record) {
+	var data any
+	switch r.Type {
+	case protocols.SessionStarted:
+		data = &protocols.SessionStart{}
+	case protocols.SessionEnded:
+		data = &protocols.SessionEnd{}
+	case protocols.AuthzDenied:
+		data = &protocols.AuthzDeny{}
+	default:
+		s.row.Events = s.seq
+		return
+	}
+	if json.Unmarshal(r.Data, data) != nil {
+		return
+	}
+	s.index(protocols.Event{Session: r.Session, Time: r.Time, Type: r.Type, Data: data})
 }

@@ -1,5 +1,6 @@
 // Package store is the gateway's seam to durable state: used join tokens,
-// the record of issued SVIDs and the agents that have connected.
+// the record of issued SVIDs, the agents that have connected, the API keys
+// and the index of recorded sessions.
 //
 // The gateway and the admin commands work against the Store interface only,
 // so that the embedded SQLite database (package store/sqlite, the default)

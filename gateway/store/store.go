@@ -56,6 +56,39 @@ type APIKey struct {
 	RevokedAt  time.Time // zero: not revoked
 }
 
+// Session is one recorded session in the index of recordings: what
+// `postern audit list` shows without opening the recording.
+type Session struct {
+	ID        string
+	Identity  string
+	Source    string
+	Service   string
+	Protocol  string
+	Agent     string
+	Transport string
+	Database  string // Postgres sessions
+	DBUser    string // Postgres sessions
+	Start     time.Time
+	End       time.Time // zero while the session is open
+	BytesIn   int64
+	BytesOut  int64
+	Outcome   string // "" while open; ok, denied, error, truncated
+	Events    int64  // records in the recording
+	Denies    int64  // authz.deny events
+	Status    string // "open" while recording, "sealed" once sealed
+}
+
+// SessionFilter selects sessions. Zero fields match everything.
+type SessionFilter struct {
+	Identity string    // exact, or a glob where * matches any run of characters
+	Service  string    // exact, or a glob with *
+	Outcome  string    // exact
+	Protocol string    // exact
+	Since    time.Time // sessions that started at or after
+	Until    time.Time // sessions that started before
+	Limit    int       // at most this many; 0: no limit
+}
+
 // Store is the gateway's durable state. Implementations are safe for
 // concurrent use and for use by several processes on the same database.
 type Store interface {
@@ -77,6 +110,14 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, keyID string, at time.Time) error
 	// APIKeys returns every API key, revoked ones included, oldest first.
 	APIKeys(ctx context.Context) ([]APIKey, error)
+	// IndexSessions inserts or replaces (by ID) the given sessions in one
+	// transaction.
+	IndexSessions(ctx context.Context, ss []Session) error
+	// Sessions returns the indexed sessions that match f, newest start first
+	// (ties by ID).
+	Sessions(ctx context.Context, f SessionFilter) ([]Session, error)
+	// Session returns the indexed session id, or ErrNotFound.
+	Session(ctx context.Context, id string) (Session, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/gateway/store"
 )
@@ -121,5 +123,88 @@ func TestSchemaTooNewRefused(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// TestMigrateToSessions opens a database written at schema version 2, the
+// one before the sessions index, with this binary: the data is kept and
+// sessions can be indexed.
+func TestMigrateToSessions(t *testing.T) {
+	ctx := context.Background()
+	path := testPath(t)
+	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Name == "sessions" })
+	if v < 0 {
+		t.Fatal("no sessions migration")
+	}
+	old, err := open(ctx, path, migrations[:v])
+	if err != nil {
+		t.Fatalf("opening at version %d: %v", v, err)
+	}
+	t0 := time.Now().Truncate(time.Microsecond).UTC()
+	key := store.APIKey{KeyID: "k1", ID: "spiffe://td/workload/ci", Groups: []string{"ci"},
+		SecretHash: []byte{1, 2}, CreatedAt: t0}
+	agent := store.Agent{Name: "db1", ID: "spiffe://td/agent/db1", Services: []string{"pg=postgres"}, LastSeen: t0}
+	steps := map[string]error{
+		"CreateAPIKey": old.CreateAPIKey(ctx, key),
+		"UpsertAgent":  old.UpsertAgent(ctx, agent),
+		"UseToken":     old.UseToken(ctx, "tok", "db1", t0.Add(time.Hour)),
+	}
+	for name, err := range steps {
+		if err != nil {
+			t.Fatalf("%s at version %d: %v", name, v, err)
+		}
+	}
+	if _, err := old.db.ExecContext(ctx, `SELECT 1 FROM sessions`); err == nil {
+		t.Fatalf("version %d already has a sessions table", v)
+	}
+	old.Close()
+
+	d := openTest(t, path)
+	if got, _ := d.SchemaVersion(ctx); got != LatestSchemaVersion() {
+		t.Fatalf("got version %d, want %d", got, LatestSchemaVersion())
+	}
+	checks := []struct {
+		name  string
+		check func() error
+	}{
+		{"api key kept", func() error {
+			got, err := d.APIKey(ctx, "k1")
+			if err == nil && !apiKeyEqual(got, key) {
+				err = fmt.Errorf("got %+v, want %+v", got, key)
+			}
+			return err
+		}},
+		{"agent kept", func() error {
+			got, err := d.Agent(ctx, "db1")
+			if err == nil && !agentEqual(got, store.Agent{Name: agent.Name, ID: agent.ID,
+				Services: agent.Services, LastSeen: t0, FirstSeen: t0}) {
+				err = fmt.Errorf("got %+v", got)
+			}
+			return err
+		}},
+		{"used token kept", func() error {
+			if err := d.UseToken(ctx, "tok", "db1", t0.Add(time.Hour)); !errors.Is(err, store.ErrTokenUsed) {
+				return fmt.Errorf("got %v, want %v", err, store.ErrTokenUsed)
+			}
+			return nil
+		}},
+		{"sessions indexed", func() error {
+			s := store.Session{ID: "s1", Identity: "spiffe://td/user/ann", Start: t0, Status: "open"}
+			if err := d.IndexSessions(ctx, []store.Session{s}); err != nil {
+				return err
+			}
+			got, err := d.Session(ctx, "s1")
+			if err == nil && !sessionEqual(got, s) {
+				err = fmt.Errorf("got %+v, want %+v", got, s)
+			}
+			return err
+		}},
+	}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.check(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

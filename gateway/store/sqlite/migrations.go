@@ -68,4 +68,36 @@ var migrations = []migration{
 			)`,
 		},
 	},
+	{
+		Version: 3,
+		Name:    "sessions",
+		Stmts: []string{
+			// The index of recorded sessions. start_at and end_at are 0
+			// for a zero time (end_at while the session is open), not
+			// NULL. The start index is descending with id ascending, the
+			// order in which sessions are listed.
+			`CREATE TABLE sessions (
+				id        TEXT PRIMARY KEY,
+				identity  TEXT NOT NULL,
+				source    TEXT NOT NULL,
+				service   TEXT NOT NULL,
+				protocol  TEXT NOT NULL,
+				agent     TEXT NOT NULL,
+				transport TEXT NOT NULL,
+				db_name   TEXT NOT NULL,
+				db_user   TEXT NOT NULL,
+				start_at  BIGINT NOT NULL,
+				end_at    BIGINT NOT NULL,
+				bytes_in  BIGINT NOT NULL,
+				bytes_out BIGINT NOT NULL,
+				outcome   TEXT NOT NULL,
+				events    BIGINT NOT NULL,
+				denies    BIGINT NOT NULL,
+				status    TEXT NOT NULL
+			)`,
+			`CREATE INDEX sessions_start_at ON sessions (start_at DESC, id)`,
+			`CREATE INDEX sessions_identity ON sessions (identity)`,
+			`CREATE INDEX sessions_service ON sessions (service)`,
+		},
+	},
 }
