@@ -90,19 +90,19 @@ type session struct {
 	f       *os.File
 	seq     int64
 	prev    string
-	pending []byte // encoded lines not yet written
-	spare   []byte // the other buffer, for the next batch
+	pending []byte        // encoded lines not yet written
+	spare   []byte        // the other buffer, for the next batch
 	enc     *zstd.Encoder // the open frame, owned by the writer; nil between frames
 	out     bytes.Buffer  // the writer's compressed bytes on their way to f
 	raw     int           // bytes of records in the open frame
 	wrote   bool          // written since the last flush tick
-	writing bool   // a goroutine is writing; it writes pending before it stops
-	ending  bool   // session.end and the seal are in pending: the writer closes the file
-	closed  bool   // nothing more may be recorded
-	over    bool   // over MaxBuffer
-	err     error  // why the session stopped recording early
-	warned  bool   // a drop was logged for this session
-	line    []byte // the buffer of the last record's line
+	writing bool          // a goroutine is writing; it writes pending before it stops
+	ending  bool          // session.end and the seal are in pending: the writer closes the file
+	closed  bool          // nothing more may be recorded
+	over    bool          // over MaxBuffer
+	err     error         // why the session stopped recording early
+	warned  bool          // a drop was logged for this session
+	line    []byte        // the buffer of the last record's line
 	row     store.Session
 }
 
