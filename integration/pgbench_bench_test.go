@@ -15,7 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/postern/postern/agent"
+	"github.com/postern/postern/gateway"
 	"github.com/postern/postern/pki"
+	"github.com/postern/postern/protocols"
 	"github.com/postern/postern/protocols/tcp"
 	"github.com/postern/postern/protocols/tunnel"
 )
@@ -66,13 +68,26 @@ func BenchmarkPgbench(b *testing.B) {
 		(&tcp.Relay{}).Run(context.Background(), c, up)
 	}))
 	paths["relay"] = []string{"PGHOST=127.0.0.1", "PGPORT=" + relayPort, "PGSSLMODE=disable"}
-	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
-		g := startGateway(b, benchPGPolicy)
-		a := startAgent(b, g, "bench-pg-"+transport, transport, b.TempDir(),
+	// norec is the TLS chain with a gateway that records nothing: what
+	// recording costs is the difference to tls.
+	const norec = tunnel.TLS + "-norec"
+	for _, transport := range []string{tunnel.TLS, tunnel.QUIC, norec} {
+		var opts []gwOption
+		if transport == norec {
+			opts = append(opts, func(c *gateway.Config) {
+				c.Recorder = protocols.RecorderFunc(func(protocols.Event) {})
+			})
+		}
+		g := startGateway(b, benchPGPolicy, opts...)
+		tr := transport
+		if transport == norec {
+			tr = tunnel.TLS
+		}
+		a := startAgent(b, g, "bench-pg-"+transport, tr, b.TempDir(),
 			agent.Service{Name: "pg", Protocol: "postgres", Address: "127.0.0.1:5432"},
 			agent.Service{Name: "pgraw", Protocol: "tcp", Address: "127.0.0.1:5432"})
-		if got := a.waitConnected(b); got != transport {
-			b.Fatalf("got transport %q, want %q", got, transport)
+		if got := a.waitConnected(b); got != tr {
+			b.Fatalf("got transport %q, want %q", got, tr)
 		}
 		dir := b.TempDir()
 		svid := issue(b, g, benchIdentity)
@@ -93,7 +108,7 @@ func BenchmarkPgbench(b *testing.B) {
 		})
 	}
 	for _, script := range []string{"select", "select-prepared", "tpcb"} {
-		for _, path := range []string{"direct", "relay", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
+		for _, path := range []string{"direct", "relay", tunnel.TLS, norec, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
 			b.Run(script+"/"+path, func(b *testing.B) {
 				perClient := max(b.N/4, 1)
 				args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))

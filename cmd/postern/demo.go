@@ -13,6 +13,8 @@ import (
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/gateway/audit"
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/internal/sample"
 	"github.com/postern/postern/pki"
 )
@@ -201,8 +203,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		w("  psql \"host=127.0.0.1 port=15432 user=postgres dbname=postgres sslmode=disable\"")
 	}
 	w("")
-	w("Every session is recorded under %s", srv.Data().RecordingsPath())
+	w("Every session is recorded, sealed and indexed under %s. Auditors:", srv.Data().RecordingsPath())
+	w("  %s audit list --data-dir %s", self, gwDir)
+	w("  %s audit verify --data-dir %s", self, gwDir)
+	w("  %s audit ui --data-dir %s --listen 127.0.0.1:8082    # then open http://127.0.0.1:8082/", self, gwDir)
+	w("Each session you make is announced below with the command that replays it.")
 	w("Mint more: %s token create --data-dir %s --name NAME; %s identity issue --data-dir %s --id spiffe://postern.local/user/NAME --group demo --out DIR", self, gwDir, self, gwDir)
+	go announceSessions(ctx, stdout, srv.Data().Store, time.Now(), fmt.Sprintf("%s replay --data-dir %s --speed 0", self, gwDir))
 
 	select {
 	case <-ctx.Done():
@@ -215,6 +222,37 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	<-agDone
 	<-gwDone
 	return nil
+}
+
+// announceSessions prints, until ctx is done, one line for each session
+// sealed since since, with the command that replays it.
+func announceSessions(ctx context.Context, w io.Writer, idx audit.Lister, since time.Time, replay string) {
+	seen := map[string]bool{}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rows, err := idx.Sessions(ctx, store.SessionFilter{Since: since})
+		if err != nil {
+			continue
+		}
+		for i := len(rows) - 1; i >= 0; i-- { // oldest first
+			r := rows[i]
+			if r.Status != audit.StatusSealed || seen[r.ID] {
+				continue
+			}
+			seen[r.ID] = true
+			who := r.Identity
+			if who == "" {
+				who = "(unauthenticated)"
+			}
+			fmt.Fprintf(w, "recorded: %s → %s (%s, %s): %s %s\n", who, r.Service, r.Protocol, r.Outcome, replay, r.ID)
+		}
+	}
 }
 
 func serviceList(s []agent.Service) string {

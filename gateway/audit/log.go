@@ -95,6 +95,7 @@ type session struct {
 	enc     *zstd.Encoder // the open frame, owned by the writer; nil between frames
 	out     bytes.Buffer  // the writer's compressed bytes on their way to f
 	raw     int           // bytes of records in the open frame
+	blocks  int           // blocks written: many small ones are worth compacting
 	wrote   bool          // written since the last flush tick
 	writing bool          // a goroutine is writing; it writes pending before it stops
 	ending  bool          // session.end and the seal are in pending: the writer closes the file
@@ -369,10 +370,14 @@ func (l *Log) write(s *session, closeFrame bool) {
 			}
 			s.mu.Unlock()
 			if ending {
-				if err := l.seal(s.id, f); err != nil {
+				err := l.seal(s.id, f)
+				if err != nil {
 					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
 				}
 				l.remove(s)
+				if err == nil && s.blocks >= compactBlocks {
+					l.compact(s.id)
+				}
 			}
 			return
 		}
@@ -405,6 +410,7 @@ func (s *session) emit(batch []byte, last bool) error {
 	if len(batch) > 0 {
 		_, err = s.enc.Write(batch)
 		s.raw += len(batch)
+		s.blocks++
 	}
 	if last || s.raw >= frameSize {
 		if cerr := s.enc.Close(); err == nil {
@@ -465,6 +471,28 @@ func (l *Log) seal(id string, f *os.File) error {
 		return fmt.Errorf("sealing recording of %s: %w", id, err)
 	}
 	return nil
+}
+
+// compactBlocks is how many written blocks make a sealed recording worth
+// compacting.
+const compactBlocks = 64
+
+// compact rewrites the sealed recording of id in the background with large
+// compressed frames; Close waits for it.
+func (l *Log) compact(id string) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.done.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.done.Done()
+		if err := Compact(l.dir, id); err != nil {
+			l.logger.Warn("audit: compacting recording (it stays as written)", "session", id, "error", err)
+		}
+	}()
 }
 
 // drop counts and logs an event that was not recorded; for a session, only

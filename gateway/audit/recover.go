@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/postern/postern/gateway/store"
@@ -32,6 +33,13 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 	}
 	if err != nil {
 		return 0, err
+	}
+	// Leftovers of rewrites a stop interrupted; the originals are intact.
+	for _, pattern := range []string{"*" + compactExt, "*" + OpenExt + ".recover"} {
+		left, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, p := range left {
+			os.Remove(p)
+		}
 	}
 	var (
 		n    int
