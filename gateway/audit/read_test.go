@@ -2,9 +2,9 @@ package audit
 
 import (
 	"bytes"
-	"io"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
