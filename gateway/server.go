@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"gocloud.dev/blob"
 
 	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/gateway/audit"
@@ -71,6 +72,9 @@ type Config struct {
 	// closed (the default) or let run. Key, Logger, OnFail and Index are
 	// set by the gateway.
 	Audit audit.Options
+	// RecordingsURL, if set, is a blob store (gocloud.dev/blob URL) that
+	// every sealed recording is copied to (docs/AUDIT.md).
+	RecordingsURL string
 	// Recorder, when set, receives the events instead of the recordings.
 	// Only benchmarks set it, to measure what recording costs against a
 	// recorder that discards; it has no flag or config key.
@@ -139,6 +143,7 @@ type Server struct {
 	signer   *assertion.Signer
 	bearer   *bearer.Authenticator
 	live     sync.Map // session id → context.CancelFunc, for closing a session
+	bucket   *blob.Bucket
 
 	tcpLn  net.Listener
 	quicLn *quic.Listener
@@ -190,6 +195,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.log.Warn("sealed recordings cut short by the last stop as truncated", "count", n)
 	}
 	aopts := cfg.Audit
+	if cfg.RecordingsURL != "" {
+		if s.bucket, err = blob.OpenBucket(ctx, cfg.RecordingsURL); err != nil {
+			data.Close()
+			return nil, fmt.Errorf("opening recordings bucket: %w", err)
+		}
+		aopts.Bucket = s.bucket
+	}
 	aopts.Key, aopts.Logger, aopts.Index, aopts.OnFail = key, s.log, data.Store, s.closeSession
 	if s.audit, err = audit.Open(data.RecordingsPath(), aopts); err != nil {
 		data.Close()
@@ -334,6 +346,18 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	run("SVID rotation", s.svid.Run)
+	if s.bucket != nil {
+		run("recordings upload", func(ctx context.Context) error {
+			n, err := audit.UploadMissing(ctx, s.bucket, s.data.RecordingsPath())
+			if n > 0 {
+				s.log.Info("copied recordings missing from the bucket", "count", n)
+			}
+			if err != nil {
+				s.log.Error("copying recordings to the bucket", "err", err)
+			}
+			return nil
+		})
+	}
 	if s.cfg.PolicyPath != "" {
 		run("policy watch", func(ctx context.Context) error {
 			return policy.Watch(ctx, s.cfg.PolicyPath, s.policy, s.log)
@@ -377,6 +401,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.closeUpstreams()
 	s.bearer.Close()
 	s.audit.Close()
+	if s.bucket != nil {
+		s.bucket.Close()
+	}
 	s.data.Close()
 	return nil
 }

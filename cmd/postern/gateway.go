@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/gateway/audit"
 	"github.com/postern/postern/gateway/bearer"
 )
 
@@ -34,6 +35,10 @@ type gatewayFile struct {
 	AgentTTL         time.Duration `yaml:"agent_ttl"`
 	// OIDC issuers whose JWTs HTTP and gRPC clients may present (docs/AUTH.md).
 	OIDC []bearer.IssuerConfig `yaml:"oidc"`
+
+	RecordingsURL  string `yaml:"recordings_url"`
+	AuditFailOpen  *bool  `yaml:"audit_fail_open"`
+	AuditMaxBuffer int    `yaml:"audit_max_buffer"`
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +59,10 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&f.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time a connection has to finish its TLS handshake")
 	fs.DurationVar(&f.SVIDTTL, "svid-ttl", time.Hour, "lifetime of the gateway's own SVID")
 	fs.DurationVar(&f.AgentTTL, "agent-ttl", time.Hour, "lifetime of SVIDs issued to agents")
+	fs.StringVar(&f.RecordingsURL, "recordings-url", "", "blob store URL that sealed recordings are copied to (file:///DIR, s3://BUCKET?region=R)")
+	var failOpen bool
+	fs.BoolVar(&failOpen, "audit-fail-open", false, "let a session run when its events cannot be recorded (default: close it)")
+	fs.IntVar(&f.AuditMaxBuffer, "audit-max-buffer", 0, "bytes of one session's records that may wait for the disk (default 8 MiB)")
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -79,6 +88,11 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		pick(set, "handshake-timeout", &f.HandshakeTimeout, file.HandshakeTimeout)
 		pick(set, "svid-ttl", &f.SVIDTTL, file.SVIDTTL)
 		pick(set, "agent-ttl", &f.AgentTTL, file.AgentTTL)
+		pick(set, "recordings-url", &f.RecordingsURL, file.RecordingsURL)
+		pick(set, "audit-max-buffer", &f.AuditMaxBuffer, file.AuditMaxBuffer)
+		if !set["audit-fail-open"] && file.AuditFailOpen != nil {
+			failOpen = *file.AuditFailOpen
+		}
 		oidc = file.OIDC
 		if !set["quic"] && file.QUIC != nil {
 			quic = *file.QUIC
@@ -96,6 +110,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		DataDir: f.DataDir, Listen: f.Listen, OpsListen: f.OpsListen, TrustDomain: td,
 		PublicName: f.PublicName, Name: f.Name, PolicyPath: f.Policy, DisableQUIC: !quic,
 		HandshakeTimeout: f.HandshakeTimeout, SVIDTTL: f.SVIDTTL, AgentTTL: f.AgentTTL, OIDC: oidc, Logger: logger,
+		RecordingsURL: f.RecordingsURL, Audit: audit.Options{FailOpen: failOpen, MaxBuffer: f.AuditMaxBuffer},
 	})
 	if err != nil {
 		return errorf("starting gateway", err)

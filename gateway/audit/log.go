@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"gocloud.dev/blob"
 
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
@@ -51,6 +52,9 @@ type Options struct {
 	// Index, if set, receives each session's row when it starts and when
 	// its recording is sealed, in batches, off the data path.
 	Index Index
+	// Bucket, if set, receives a copy of each sealed recording, off the
+	// data path (see Upload).
+	Bucket *blob.Bucket
 }
 
 // Log records sessions to files under one directory. It implements
@@ -71,6 +75,8 @@ type Log struct {
 	dropped atomic.Uint64
 	failed  atomic.Uint64
 	pending atomic.Int64 // bytes buffered, every session
+
+	uploadFailed atomic.Uint64
 
 	mu       sync.Mutex // guards sessions and closed
 	sessions map[string]*session
@@ -154,6 +160,10 @@ func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
 // Failed returns how many sessions stopped recording before their end.
 func (l *Log) Failed() uint64 { return l.failed.Load() }
+
+// UploadFailed returns how many sealed recordings could not be copied to
+// the bucket.
+func (l *Log) UploadFailed() uint64 { return l.uploadFailed.Load() }
 
 // Buffered returns how many bytes of records wait for the disk.
 func (l *Log) Buffered() int64 { return l.pending.Load() }
@@ -375,8 +385,8 @@ func (l *Log) write(s *session, closeFrame bool) {
 					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
 				}
 				l.remove(s)
-				if err == nil && s.blocks >= compactBlocks {
-					l.compact(s.id)
+				if err == nil {
+					l.afterSeal(s.id, s.blocks >= compactBlocks)
 				}
 			}
 			return
@@ -477,9 +487,13 @@ func (l *Log) seal(id string, f *os.File) error {
 // compacting.
 const compactBlocks = 64
 
-// compact rewrites the sealed recording of id in the background with large
-// compressed frames; Close waits for it.
-func (l *Log) compact(id string) {
+// afterSeal compacts the sealed recording of id (if it is worth it) and
+// uploads it to the bucket (if there is one), in the background; Close
+// waits for both.
+func (l *Log) afterSeal(id string, compact bool) {
+	if !compact && l.opts.Bucket == nil {
+		return
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -489,8 +503,18 @@ func (l *Log) compact(id string) {
 	l.mu.Unlock()
 	go func() {
 		defer l.done.Done()
-		if err := Compact(l.dir, id); err != nil {
-			l.logger.Warn("audit: compacting recording (it stays as written)", "session", id, "error", err)
+		if compact {
+			if err := Compact(l.dir, id); err != nil {
+				l.logger.Warn("audit: compacting recording (it stays as written)", "session", id, "error", err)
+			}
+		}
+		if l.opts.Bucket != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if err := Upload(ctx, l.opts.Bucket, l.dir, id); err != nil {
+				l.uploadFailed.Add(1)
+				l.logger.Error("audit: uploading recording (retried at the next start)", "session", id, "error", err)
+			}
 		}
 	}()
 }
