@@ -328,7 +328,7 @@ func parseLine(line []byte) (Record, bool) {
 		return r, false
 	}
 	j := bytes.LastIndex(p, []byte(prevField))
-	if j < 0 {
+	if j < 0 || j+len(prevField) > len(p)-2 {
 		return r, false
 	}
 	prev := p[j+len(prevField) : len(p)-2]
