@@ -258,7 +258,15 @@ func TestParseLineMatchesJSON(t *testing.T) {
 			t.Fatalf("line %d: got %+v (%v), want %+v", i, got, ok, want)
 		}
 	}
+	// Truncation: no prefix of a record parses.
+	line := decoded(t, b)[1]
+	for i := range len(line) {
+		if _, ok := parseLine(line[:i]); ok {
+			t.Fatalf("prefix of %d bytes parsed: %s", i, line[:i])
+		}
+	}
 	for _, l := range []string{
+		`{"v":2,"seq":1,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":"}`,
 		`{"v":2,"seq":1,"time":"2026-01-01T00:00:00Z","session":"a\u0041","type":"t","data":{},"prev":""}`,
 		`{"v":2,"seq":01,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":""}`,
 		`{"seq":1,"v":2,"time":"2026-01-01T00:00:00Z","session":"a","type":"t","data":{},"prev":""}`,
