@@ -10,6 +10,11 @@
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
+#   audit         the pgbench paths tls and tls-norec (the same chain, recording
+#                 off) give recording's cost; BenchmarkRecord, BenchmarkVerify
+#                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
+#                 `audit list` over 10,000 sessions), BenchmarkSessions
+#                 (./gateway/audit/ui/), BenchmarkSessionsAll (./gateway/store/sqlite/)
 #   http, grpc    BenchmarkHTTP/{direct,tls,quic}, BenchmarkGRPC/{direct,tls,quic}
 #                 (./integration/: 50 keep-alive connections, unary calls 50 in
 #                 flight), and the per-request parts: BenchmarkAuthorizeHTTPRequest,
@@ -79,6 +84,7 @@ run postgres -bench '^BenchmarkPgbench$' -benchtime "$benchtime" -count "$count"
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
 run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
 run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
+run audit -bench '^(BenchmarkRecord|BenchmarkVerify|BenchmarkAuditList|BenchmarkSessions|BenchmarkSessionsAll)$' -benchtime "$microtime" -count "$microcount" ./gateway/audit/ ./cmd/postern/ ./gateway/audit/ui/ ./gateway/store/sqlite/
 run http -bench '^(BenchmarkHTTP|BenchmarkGRPC)$' -benchtime "$benchtime" -count "$count" ./integration/
 run httpparts -bench '^(BenchmarkAuthorizeHTTPRequest|BenchmarkCleanPath|BenchmarkAssert|BenchmarkAuthenticateAPIKey|BenchmarkAuthenticateJWT)$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/ ./protocols/http/ ./gateway/assertion/ ./gateway/bearer/
 
@@ -154,6 +160,14 @@ END {
     m = median(order[k])
     ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
     printf "  %-18s %10.1f %10.3f %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio
+  }
+  printf "\nRecording: the TLS chain with recording on, against the same chain recording nothing\n"
+  for (k = 1; k <= norder; k++) {
+    split(order[k], p, SUBSEP)
+    if (p[2] != "tps" || p[1] !~ /^BenchmarkPgbench\/[^\/]*\/tls-norec$/) continue
+    t = p[1]; sub(/^BenchmarkPgbench\//, "", t); sub(/\/tls-norec$/, "", t)
+    off = median(order[k]); on = median("BenchmarkPgbench/" t "/tls" SUBSEP "tps")
+    if (off > 0) printf "  %-18s on %10.1f tps, off %10.1f tps: %+.1f%%\n", t, on, off, (on / off - 1) * 100
   }
   printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs)\n"
   printf "  %-12s %10s %8s %8s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct"
