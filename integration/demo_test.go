@@ -30,7 +30,20 @@ func TestDemo(t *testing.T) {
 	if err != nil || got != "hello demo\n" {
 		t.Fatalf("pasting the demo's openssl line: got %q, %v\n%s", got, err, stderr)
 	}
-	for _, want := range []string{"postern connect echo", "token create", "identity issue"} {
+	// The session just made is announced with the command that replays it;
+	// pasting that command plays it back.
+	var replay []string
+	waitFor(t, 15*time.Second, "the echo session announced", func() bool {
+		m := regexp.MustCompile(`recorded: \S+ → echo \(tcp, ok\): \S+ (replay .*)`).FindStringSubmatch(p.stdout.String())
+		if m != nil {
+			replay = strings.Fields(m[1])
+		}
+		return m != nil
+	})
+	if r := runCLI(t, dir, "", replay...); r.code != 0 || !strings.Contains(r.stdout, "echo") {
+		t.Errorf("pasting %q: exit %d, stdout %q, stderr %q", replay, r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"postern connect echo", "token create", "identity issue", "audit ui --data-dir", "audit verify"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}

@@ -55,6 +55,8 @@ func commands() []command {
 		{"token", "token create: mint a one-time agent join token", runToken},
 		{"identity", "identity issue: issue an SVID to a user or workload", runIdentity},
 		{"apikey", "apikey create|revoke|list: API keys for machines (HTTP/gRPC bearer)", runAPIKey},
+		{"audit", "audit list|show|verify|ui: browse and check recordings", runAudit},
+		{"replay", "replay ID: play a recorded session back", runReplay},
 		{"connect", "open a local plaintext port tunneled with your SVID", runConnect},
 		{"policy", "policy check FILE: validate a policy file", runPolicy},
 		{"demo", "run gateway, agent and sample services on this machine", runDemo},
