@@ -103,6 +103,7 @@ type session struct {
 	raw     int           // bytes of records in the open frame
 	blocks  int           // blocks written: many small ones are worth compacting
 	wrote   bool          // written since the last flush tick
+	framed  bool          // a frame is open (enc != nil), for the flusher, under mu
 	writing bool          // a goroutine is writing; it writes pending before it stops
 	ending  bool          // session.end and the seal are in pending: the writer closes the file
 	closed  bool          // nothing more may be recorded
@@ -363,6 +364,9 @@ func (l *Log) write(s *session, closeFrame bool) {
 				l.writeFailed(s, err)
 				return
 			}
+			s.mu.Lock()
+			s.framed = false
+			s.mu.Unlock()
 			continue
 		}
 		if len(s.pending) == 0 || s.f == nil {
@@ -401,6 +405,7 @@ func (l *Log) write(s *session, closeFrame bool) {
 
 		s.mu.Lock()
 		s.spare = batch[:0]
+		s.framed = s.enc != nil
 		s.mu.Unlock()
 		if err != nil {
 			l.writeFailed(s, err)
@@ -562,7 +567,7 @@ func (l *Log) flushLoop(every time.Duration) {
 		open = l.snapshot(open[:0])
 		for _, s := range open {
 			s.mu.Lock()
-			idle := !s.wrote && s.enc != nil
+			idle := !s.wrote && s.framed
 			s.wrote = false
 			if s.writing || (len(s.pending) == 0 && !idle) {
 				s.mu.Unlock()
