@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/gateway"
 	"github.com/postern/postern/gateway/audit"
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
@@ -224,5 +225,62 @@ func TestAuditLoad(t *testing.T) {
 	}
 	if len(seen) != sessions {
 		t.Fatalf("got %d distinct sessions by size, want %d", len(seen), sessions)
+	}
+}
+
+// TestAuditFailClosed: a session whose events cannot reach the disk (here
+// a buffer too small for two tcp.data records) is closed by the gateway,
+// and its recording still ends and verifies; with fail-open it runs on.
+func TestAuditFailClosed(t *testing.T) {
+	for name, failOpen := range map[string]bool{"fail closed": false, "fail open": true} {
+		t.Run(name, func(t *testing.T) {
+			g := startGateway(t, basePolicy, func(c *gateway.Config) {
+				c.Audit = audit.Options{MaxBuffer: 64, FlushInterval: time.Hour, FailOpen: failOpen}
+			})
+			a := startAgent(t, g, "db1", "tls", t.TempDir(), echoService(startEcho(t)))
+			a.waitConnected(t)
+			alice := issue(t, g, "spiffe://postern.local/user/alice")
+			c, err := dialService(g, "echo", alice)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			msg, buf := []byte("ping\n"), make([]byte, 5)
+			start := time.Now()
+			var cut error
+			for time.Since(start) < 4*time.Second {
+				if _, err := c.Write(msg); err != nil {
+					cut = err
+					break
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					cut = err
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if (cut == nil) != failOpen {
+				t.Fatalf("after %v: connection error %v, fail open %v", time.Since(start), cut, failOpen)
+			}
+			c.Close()
+			if !failOpen && !strings.Contains(g.logs.String(), "cannot be recorded") {
+				t.Errorf("no log line says why the session was closed")
+			}
+			dir := g.srv.Data().RecordingsPath()
+			keys, err := audit.LoadKeys(filepath.Join(g.srv.Data().Path, audit.PublicKeyFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "the session's recording sealed", func() bool {
+				files, _ := audit.List(dir)
+				for _, f := range files {
+					if res, err := audit.Verify(f.Path, keys); err == nil && res.Sealed {
+						return true
+					}
+				}
+				return false
+			})
+		})
 	}
 }
