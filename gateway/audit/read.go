@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -61,12 +63,18 @@ func Verify(path string, keys Keys) (Result, error) {
 var ErrUnsealed = errors.New("recording is not sealed")
 
 func readFile(path string, keys Keys, fn func(Record, []byte) error) (Result, error) {
+	id, kind := ParseName(path)
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && kind == Unsealed {
+		// Sealed (and renamed) since the caller listed it.
+		if f, err = os.Open(Path(filepath.Dir(path), id)); err == nil {
+			kind = Sealed
+		}
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("opening recording: %w", err)
 	}
 	defer f.Close()
-	id, kind := ParseName(path)
 	if kind == NotRecording {
 		kind = Sealed // a copy under another name: read as version 2
 	}

@@ -344,3 +344,14 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestReadFollowsSeal: an open recording listed before it was sealed is
+// read under its sealed name.
+func TestReadFollowsSeal(t *testing.T) {
+	dir := t.TempDir()
+	validRecording(t, dir, "s-1", 2)
+	res, err := Verify(OpenPath(dir, "s-1"), trusted(t))
+	if err != nil || !res.Sealed || res.Kind != Sealed {
+		t.Fatalf("got %+v, %v", res, err)
+	}
+}
