@@ -1,16 +1,24 @@
 // Package audit writes and reads session recordings, the gateway's audit
-// trail.
+// trail, and proves them unaltered.
 //
-// Every session gets one append-only file, DATA/recordings/<session>.jsonl,
-// holding one JSON record per line. Each record carries the SHA-256 of the
+// Every session gets one recording: JSON records, one a line, in zstd
+// frames, DATA/recordings/<session>.open.jsonl.zst while it is written and
+// <session>.jsonl.zst once sealed. Each record carries the SHA-256 of the
 // line before it, so that a changed, removed or reordered record breaks the
-// chain and Read names it. Records are versioned (the "v" field) so that
-// later formats (compressed, signed, sealed) can be read next to this one.
+// chain and Verify names it; the last record is a seal, an Ed25519
+// signature by the gateway's audit Key over the chain's end, so that a
+// chain rebuilt by someone without the key, or a recording cut short, is
+// caught too. Records are versioned (the "v" field): version 1 recordings
+// (uncompressed, unsealed .jsonl) still read and verify.
 //
-// A Log is the gateway's protocols.Recorder: it buffers each session's
-// records and flushes them every FlushInterval and when the session ends, so
-// recording never waits on the disk for long. A recording that a crash cut
-// short is closed as truncated by RecoverUnsealed at the next start.
+// A Log is the gateway's protocols.Recorder: an event is in the file before
+// Record returns (tcp.data waits for the flush interval), each session's
+// backlog is bounded, and a session that cannot be recorded is reported so
+// the gateway can close it. Sealed recordings are compacted in the
+// background and copied to a blob store Bucket when there is one; an
+// Index (the store) gets a row per session. RecoverUnsealed seals what a
+// crash cut short, as truncated, at the next start. An Archive is what
+// auditors read: the recordings, the index and the trusted public Keys.
 //
 // The format is described in docs/AUDIT.md.
 package audit
