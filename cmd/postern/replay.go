@@ -10,16 +10,17 @@ import (
 	"github.com/postern/postern/gateway/audit/replay"
 )
 
-const replayUsage = "replay ID [--speed N] [--format text|json] [--data-dir DIR] [--recordings DIR|URL]"
+const replayUsage = "replay ID [--speed N] [--format text|json] [--data-dir DIR] [--recordings DIR|URL] [--key FILE]"
 
 // runReplay plays a recorded session back on stdout, verifying its chain
-// as it reads; a broken recording plays up to the break, then fails naming
-// the record.
+// as it reads, and its seal at the end when the public audit key is at
+// hand; a broken recording plays up to the break, then fails naming the
+// record.
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", replayUsage, stderr)
 	speed := fs.Float64("speed", 1, "playback speed: 1 is the original timing, 2 twice as fast, 0 no waiting")
 	format := fs.String("format", "text", "output format: text (a transcript) or json (one event a line)")
-	af := addAuditFlags(fs, false)
+	af := addAuditFlags(fs, true)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -46,7 +47,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	err = replay.Play(ctx, file.Path, stdout, replay.Options{Speed: *speed, Format: *format})
+	keys, err := af.keys()
+	if err != nil && af.key != "" {
+		return err // asked for, and not there
+	}
+	err = replay.Play(ctx, file.Path, stdout, replay.Options{Speed: *speed, Format: *format, Keys: keys})
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("replay %s: interrupted", id)
 	}

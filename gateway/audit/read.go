@@ -58,6 +58,16 @@ func Verify(path string, keys Keys) (Result, error) {
 	return readFile(path, keys, nil)
 }
 
+// ReadVerified is Read and Verify at once: it calls fn with each record as
+// it reads, and checks the seal at the end with keys. It returns what
+// Verify returns.
+func ReadVerified(path string, keys Keys, fn func(Record) error) (Result, error) {
+	if keys == nil {
+		keys = Keys{}
+	}
+	return readFile(path, keys, func(r Record, _ []byte) error { return fn(r) })
+}
+
 // ErrUnsealed is wrapped by the *ChainError of a version 2 recording that
 // ends, intact, without a seal.
 var ErrUnsealed = errors.New("recording is not sealed")

@@ -35,6 +35,11 @@ type Options struct {
 	Format string
 	// Sleep waits d or until ctx is done; default a timer. Tests replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Keys, if set, verify the seal at the end too: a seal that does not
+	// verify fails Play after the session's end was played. A recording
+	// without a seal (still being written, or cut short) plays, with a
+	// last line saying so in the text format.
+	Keys audit.Keys
 }
 
 // Event is one line of the JSON format: a record of the recording with its
@@ -72,7 +77,7 @@ func Play(ctx context.Context, path string, w io.Writer, opts Options) error {
 		held    audit.Record
 		holding bool
 	)
-	err := audit.Read(path, func(r audit.Record) error {
+	each := func(r audit.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -83,7 +88,17 @@ func Play(ctx context.Context, path string, w io.Writer, opts Options) error {
 		}
 		held, holding = r, true
 		return nil
-	})
+	}
+	var err error
+	unsealed := false
+	if opts.Keys != nil {
+		_, err = audit.ReadVerified(path, opts.Keys, each)
+		if errors.Is(err, audit.ErrUnsealed) {
+			err, unsealed = nil, true
+		}
+	} else {
+		err = audit.Read(path, each)
+	}
 	var ce *audit.ChainError
 	switch {
 	case err == nil && holding:
@@ -96,6 +111,9 @@ func Play(ctx context.Context, path string, w io.Writer, opts Options) error {
 	}
 	if err == nil {
 		p.finish()
+		if unsealed && opts.Format == FormatText {
+			fmt.Fprintln(p.w, "-- not sealed: the session is still being recorded, or its recording was cut short")
+		}
 	}
 	if ferr := p.w.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing replay: %w", ferr)

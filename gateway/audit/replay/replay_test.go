@@ -485,3 +485,61 @@ func TestDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestPlayVerifiesSeal: with keys, Play checks the seal after playing the
+// session's end; an unsealed recording plays and says so.
+func TestPlayVerifiesSeal(t *testing.T) {
+	key, err := audit.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := audit.NewKey()
+	trust := func(k *audit.Key) audit.Keys {
+		ks := audit.Keys{}
+		if err := ks.Add(k.Public()); err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	write := func(evs []protocols.Event) string {
+		dir := t.TempDir()
+		l, err := audit.Open(dir, audit.Options{Key: key, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			l.Record(e)
+		}
+		l.Close()
+		f, err := audit.Find(dir, evs[0].Session)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Path
+	}
+	evs := pgSession()
+	sealed, open := write(evs), write(evs[:len(evs)-1])
+	tests := map[string]struct {
+		path    string
+		keys    audit.Keys
+		wantErr string
+		want    string
+	}{
+		"sealed, trusted key":    {path: sealed, keys: trust(key), want: "session ended"},
+		"sealed, another key":    {path: sealed, keys: trust(other), wantErr: "not trusted", want: "session ended"},
+		"unsealed":               {path: open, keys: trust(key), want: "not sealed"},
+		"unsealed, no key given": {path: open, want: "DELETE FROM users"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Play(context.Background(), tt.path, &out, Options{Keys: tt.keys})
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("got %v, want error %q", err, tt.wantErr)
+			}
+			if !strings.Contains(out.String(), tt.want) {
+				t.Fatalf("output lacks %q:\n%s", tt.want, out.String())
+			}
+		})
+	}
+}
