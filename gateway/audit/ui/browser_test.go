@@ -26,7 +26,7 @@ func browser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromium); err != nil {
 		t.Fatalf("this test drives headless Chromium at %s, which is missing: install Debian's chromium package "+
-			"(`make tools`, or apt-get install -y chromium) (%v)", chromium, err)
+			"(.ci/run installs it; or apt-get install -y chromium) (%v)", chromium, err)
 	}
 	profile, err := os.MkdirTemp("", "postern-chromium-")
 	if err != nil {
