@@ -180,8 +180,8 @@ func runAuditList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	switch *outcome {
 	case "", protocols.OutcomeOK, protocols.OutcomeDenied, protocols.OutcomeError, protocols.OutcomeTruncated:
-	case outcomeOpen:
-		f.Outcome, f.Limit = "", 0 // filtered and limited below
+	case outcomeOpen: // not an outcome in the index, where an open session has none
+		f.Outcome, f.Status = "", audit.StatusOpen
 	default:
 		return usagef("--outcome %q: want ok, denied, error, truncated or open", *outcome)
 	}
@@ -197,12 +197,6 @@ func runAuditList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ss, err := a.Sessions(ctx, f)
 	if err != nil {
 		return err
-	}
-	if *outcome == outcomeOpen {
-		ss = slices.DeleteFunc(ss, func(s store.Session) bool { return s.Status != audit.StatusOpen })
-		if *limit > 0 && len(ss) > *limit {
-			ss = ss[:*limit]
-		}
 	}
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	if *format == "json" {

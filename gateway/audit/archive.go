@@ -48,7 +48,7 @@ func (a *Archive) Sessions(ctx context.Context, f store.SessionFilter) ([]store.
 			return nil, err
 		}
 		row, _ := scanRow(file) // a broken recording is listed with what it had
-		if Matches(f, row) {
+		if f.Matches(row) {
 			out = append(out, row)
 		}
 	}
@@ -126,40 +126,4 @@ func scanRow(file File) (store.Session, error) {
 	row.Events = int64(sum.Records)
 	row.Denies = int64(len(sum.Denies))
 	return row, err
-}
-
-// Matches reports whether row passes f (not its Limit).
-func Matches(f store.SessionFilter, row store.Session) bool {
-	switch {
-	case f.Identity != "" && !Glob(f.Identity, row.Identity),
-		f.Service != "" && !Glob(f.Service, row.Service),
-		f.Outcome != "" && f.Outcome != row.Outcome,
-		f.Protocol != "" && f.Protocol != row.Protocol,
-		!f.Since.IsZero() && row.Start.Before(f.Since),
-		!f.Until.IsZero() && !row.Start.Before(f.Until):
-		return false
-	}
-	return true
-}
-
-// Glob reports whether s matches pattern, where * matches any run of
-// characters and everything else only itself.
-func Glob(pattern, s string) bool {
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == s
-	}
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(s, p)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(p):]
-	}
-	return strings.HasSuffix(s, last)
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -84,9 +85,50 @@ type SessionFilter struct {
 	Service  string    // exact, or a glob with *
 	Outcome  string    // exact
 	Protocol string    // exact
+	Status   string    // exact: "open" for the sessions still being recorded
 	Since    time.Time // sessions that started at or after
 	Until    time.Time // sessions that started before
 	Limit    int       // at most this many; 0: no limit
+}
+
+// Matches reports whether s passes f, Limit aside. It is what every Store
+// and every reader of recordings without a store filters by.
+func (f SessionFilter) Matches(s Session) bool {
+	switch {
+	case f.Identity != "" && !MatchGlob(f.Identity, s.Identity),
+		f.Service != "" && !MatchGlob(f.Service, s.Service),
+		f.Outcome != "" && f.Outcome != s.Outcome,
+		f.Protocol != "" && f.Protocol != s.Protocol,
+		f.Status != "" && f.Status != s.Status,
+		!f.Since.IsZero() && s.Start.Before(f.Since),
+		!f.Until.IsZero() && !s.Start.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// MatchGlob reports whether s matches pattern, case-sensitively, where *
+// matches any run of characters and everything else only itself.
+func MatchGlob(pattern, s string) bool {
+	first, rest, ok := strings.Cut(pattern, "*")
+	if !ok {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, first) {
+		return false
+	}
+	s = s[len(first):]
+	for {
+		part, more, ok := strings.Cut(rest, "*")
+		if !ok { // the last part: a suffix of what is left
+			return strings.HasSuffix(s, part)
+		}
+		i := strings.Index(s, part)
+		if i < 0 {
+			return false
+		}
+		s, rest = s[i+len(part):], more
+	}
 }
 
 // Store is the gateway's durable state. Implementations are safe for

@@ -170,8 +170,8 @@ func (c *chunks) all() []store.Session {
 type query struct {
 	sql      string
 	args     []any
-	identity []string // glob split at *, nil: no glob on identity
-	service  []string // likewise for service
+	identity string // a glob on identity that LIKE only narrows, "" if none
+	service  string // likewise for service
 }
 
 // sessionQuery builds the query for f. It only compares columns with
@@ -185,16 +185,16 @@ func sessionQuery(f store.SessionFilter) query {
 		q.args = append(q.args, v)
 		return "$" + strconv.Itoa(len(q.args))
 	}
-	text := func(col, pattern string) []string {
+	text := func(col, pattern string) string {
 		switch {
 		case strings.Trim(pattern, "*") == "":
-			return nil // empty, or all stars: matches everything
+			return "" // empty, or all stars: matches everything
 		case !strings.Contains(pattern, "*"):
 			where = append(where, col+" = "+arg(pattern))
-			return nil
+			return ""
 		default:
 			where = append(where, col+" LIKE "+arg(likePattern(pattern))+` ESCAPE '\'`)
-			return strings.Split(pattern, "*")
+			return pattern
 		}
 	}
 	q.identity = text("identity", f.Identity)
@@ -204,6 +204,9 @@ func sessionQuery(f store.SessionFilter) query {
 	}
 	if f.Protocol != "" {
 		where = append(where, "protocol = "+arg(f.Protocol))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(f.Status))
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "start_at >= "+arg(micros(f.Since)))
@@ -218,7 +221,7 @@ func sessionQuery(f store.SessionFilter) query {
 		b.WriteString(strings.Join(where, " AND "))
 	}
 	b.WriteString(sessionOrder)
-	if f.Limit > 0 && q.identity == nil && q.service == nil {
+	if f.Limit > 0 && q.identity == "" && q.service == "" {
 		b.WriteString(" LIMIT " + arg(f.Limit))
 	}
 	q.sql = b.String()
@@ -227,7 +230,8 @@ func sessionQuery(f store.SessionFilter) query {
 
 // match reports whether s matches the query's globs, case-sensitively.
 func (q query) match(s store.Session) bool {
-	return globMatch(q.identity, s.Identity) && globMatch(q.service, s.Service)
+	return (q.identity == "" || store.MatchGlob(q.identity, s.Identity)) &&
+		(q.service == "" || store.MatchGlob(q.service, s.Service))
 }
 
 // likePattern turns a glob where * matches any run of characters into a
@@ -246,30 +250,6 @@ func likePattern(glob string) string {
 		}
 	}
 	return b.String()
-}
-
-// globMatch reports whether s matches the glob split at its stars into
-// parts; nil parts match everything.
-func globMatch(parts []string, s string) bool {
-	if parts == nil {
-		return true
-	}
-	if len(parts) == 1 {
-		return s == parts[0]
-	}
-	first, last := parts[0], parts[len(parts)-1]
-	if len(s) < len(first)+len(last) || !strings.HasPrefix(s, first) || !strings.HasSuffix(s, last) {
-		return false
-	}
-	s = s[len(first) : len(s)-len(last)]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(s, p)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(p):]
-	}
-	return true
 }
 
 // scanSession reads one row of sessionColumns.
