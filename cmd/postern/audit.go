@@ -134,6 +134,22 @@ func (f *auditFlags) keys() (audit.Keys, error) {
 	return audit.LoadKeys(path)
 }
 
+// sessionArg parses args, flags anywhere, and returns the one session id
+// among them.
+func sessionArg(fs *flag.FlagSet, args []string, usage string) (string, error) {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usagef("usage: postern %s", usage)
+	}
+	if !audit.ValidSessionID(pos[0]) {
+		return "", usagef("invalid session id %q", pos[0])
+	}
+	return pos[0], nil
+}
+
 // checkFormat refuses a --format other than text and json.
 func checkFormat(format string) error {
 	if format != "text" && format != "json" {
@@ -476,16 +492,9 @@ func runAuditShow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlags("audit show", auditShowUsage, stderr)
 	format := fs.String("format", "text", "output format: text or json")
 	af := addAuditFlags(fs, true)
-	pos, err := parseInterleaved(fs, args)
+	id, err := sessionArg(fs, args, auditShowUsage)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("usage: postern %s", auditShowUsage)
-	}
-	id := pos[0]
-	if !audit.ValidSessionID(id) {
-		return usagef("invalid session id %q", id)
 	}
 	if err := checkFormat(*format); err != nil {
 		return err
@@ -503,30 +512,35 @@ func runAuditShow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// the next one carries its hash, or the recording ended there.
 	d := &sessionDetail{ID: id, Events: map[string]int{}}
 	var held *audit.Record
-	readErr := audit.Read(file.Path, func(r audit.Record) error {
+	each := func(r audit.Record) error {
 		if held != nil {
 			d.add(*held)
 		}
 		held = &r
 		return nil
-	})
+	}
+	// One pass: verified with the key when there is one, the chain alone
+	// otherwise.
+	var readErr, verr error
+	keys, kerr := af.keys()
+	if kerr == nil {
+		a.Keys = keys
+		var res audit.Result
+		res, readErr = a.VerifyEach(ctx, id, each)
+		d.Verified = verdictOf(id, res, readErr)
+	} else {
+		readErr = audit.Read(file.Path, each)
+		d.Verified = verifyJSON{ID: id, Result: "unchecked", Error: kerr.Error()}
+	}
 	var ce *audit.ChainError
 	if held != nil && (readErr == nil || errors.As(readErr, &ce) && held.Seq < int64(ce.Seq)) {
 		d.add(*held)
 	}
 	d.fill(row)
-	var verr error
-	if keys, kerr := af.keys(); kerr != nil {
-		d.Verified = verifyJSON{ID: id, Result: "unchecked", Error: kerr.Error()}
-	} else {
-		a.Keys = keys
-		res, err := a.Verify(ctx, id)
-		d.Verified = verdictOf(id, res, err)
-		if d.Verified.Result == resultFail {
-			verr = err
-		}
-	}
-	if readErr != nil && verr == nil {
+	switch {
+	case kerr == nil && d.Verified.Result == resultFail:
+		verr = readErr
+	case kerr != nil && readErr != nil:
 		verr = readErr
 		d.Verified = verdictOf(id, audit.Result{Records: d.Records}, readErr)
 	}

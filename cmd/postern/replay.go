@@ -21,16 +21,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	speed := fs.Float64("speed", 1, "playback speed: 1 is the original timing, 2 twice as fast, 0 no waiting")
 	format := fs.String("format", "text", "output format: text (a transcript) or json (one event a line)")
 	af := addAuditFlags(fs, true)
-	pos, err := parseInterleaved(fs, args)
+	id, err := sessionArg(fs, args, replayUsage)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("usage: postern %s", replayUsage)
-	}
-	id := pos[0]
-	if !audit.ValidSessionID(id) {
-		return usagef("invalid session id %q", id)
 	}
 	if math.IsNaN(*speed) || math.IsInf(*speed, 0) || *speed < 0 {
 		return usagef("--speed %v: want 0 (no waiting) or more", *speed)

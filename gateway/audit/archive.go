@@ -88,6 +88,12 @@ func (a *Archive) Session(ctx context.Context, id string) (store.Session, File, 
 // unsealed recording of a session that the index says is still open
 // verifies as far as it goes, with Result.Open set.
 func (a *Archive) Verify(ctx context.Context, id string) (Result, error) {
+	return a.VerifyEach(ctx, id, nil)
+}
+
+// VerifyEach is Verify that also calls fn (if not nil) with each record as
+// it reads, as Read does: one pass for what shows and checks a recording.
+func (a *Archive) VerifyEach(ctx context.Context, id string, fn func(Record) error) (Result, error) {
 	if a.Keys == nil {
 		return Result{}, errors.New("verifying recording: no audit public key")
 	}
@@ -95,7 +101,11 @@ func (a *Archive) Verify(ctx context.Context, id string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := Verify(file.Path, a.Keys)
+	var each func(Record, []byte) error
+	if fn != nil {
+		each = func(r Record, _ []byte) error { return fn(r) }
+	}
+	res, err := readFile(file.Path, a.Keys, each)
 	if errors.Is(err, ErrUnsealed) && file.Kind == Unsealed && a.Index != nil {
 		if row, ierr := a.Index.Session(ctx, id); ierr == nil && row.Status == StatusOpen {
 			res.Open = true
