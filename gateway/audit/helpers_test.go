@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/postern/postern/protocols"
 )
 
@@ -127,9 +129,13 @@ func readAll(t *testing.T, path string) ([]Record, error) {
 }
 
 // decoded returns the lines (without newlines) of a version 2 recording's
-// bytes, as far as they decompress.
+// bytes, compressed (sealed) or not (open), as far as they decompress.
 func decoded(t testing.TB, b []byte) [][]byte {
 	t.Helper()
+	if !bytes.HasPrefix(b, zstdMagic) {
+		b, _, _ = bytes.Cut(b, []byte{0})
+		return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	}
 	d, err := newDecoder(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
@@ -142,17 +148,20 @@ func decoded(t testing.TB, b []byte) [][]byte {
 	return bytes.Split(bytes.TrimSuffix(out.Bytes(), []byte("\n")), []byte("\n"))
 }
 
-// compressed returns lines as a version 2 recording's bytes, one frame per
-// line, the way the writer makes them.
+// compressed returns lines as a sealed recording's bytes, one zstd frame.
 func compressed(ls [][]byte) []byte {
 	var b bytes.Buffer
-	e := newEncoder(&b)
-	for _, l := range ls {
-		e.Write(append(append([]byte(nil), l...), '\n'))
-		e.Flush()
-	}
+	e := archivers.Get().(*zstd.Encoder)
+	defer archivers.Put(e)
+	e.Reset(&b)
+	e.Write(plain(ls))
 	e.Close()
 	return b.Bytes()
+}
+
+// plain returns lines as an open recording's bytes.
+func plain(ls [][]byte) []byte {
+	return append(bytes.Join(ls, []byte("\n")), '\n')
 }
 
 func chainErr(t *testing.T, err error) *ChainError {

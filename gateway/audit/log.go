@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"gocloud.dev/blob"
 
 	"github.com/postern/postern/gateway/store"
@@ -25,8 +23,8 @@ const (
 	DefaultMaxBuffer     = 8 << 20
 )
 
-// chunkSize is how many bytes of records make a write (one zstd frame)
-// without waiting for the flush interval.
+// chunkSize is how many bytes of tcp.data records make a write without
+// waiting for the flush interval.
 const chunkSize = 64 << 10
 
 // Index receives the sessions' index rows; store.Store is one.
@@ -61,13 +59,15 @@ type Options struct {
 // protocols.Recorder and is safe for concurrent use.
 //
 // Records are written as they are recorded: the goroutine that records an
-// event writes it (and whatever else of its session is waiting) as one
-// zstd frame, unless another goroutine is writing that session already, in
-// which case that one writes it before it stops. tcp.data records wait for
-// the flush interval or a full chunk. So an event is in the file (in the
-// operating system's hands, which survive a crash of the gateway) before
-// the protocol handler that recorded it answers the client, and a slow
-// disk holds up only the goroutine writing, while the others buffer.
+// event copies it (and whatever else of its session is waiting) into the
+// session's memory-mapped open recording, unless another goroutine is
+// writing that session already, in which case that one writes it before it
+// stops. tcp.data records wait for the flush interval or a full chunk. So
+// an event is in the file (in the page cache, which survives a crash of the
+// gateway) before the protocol handler that recorded it answers the client,
+// without a system call, and a slow disk holds up only the goroutine
+// writing, while the others buffer. Compression waits for the seal: the
+// sealed recording is compressed into its final file in the background.
 type Log struct {
 	dir     string
 	opts    Options
@@ -83,6 +83,7 @@ type Log struct {
 	closed   bool
 
 	index chan store.Session
+	prep  *preparer
 	stop  chan struct{}
 	done  sync.WaitGroup
 }
@@ -93,24 +94,18 @@ type Log struct {
 type session struct {
 	mu      sync.Mutex
 	id      string
-	f       *os.File
+	w       *mapped // the open recording; written by the writer only
 	seq     int64
 	prev    string
-	pending []byte        // encoded lines not yet written
-	spare   []byte        // the other buffer, for the next batch
-	enc     *zstd.Encoder // the open frame, owned by the writer; nil between frames
-	out     bytes.Buffer  // the writer's compressed bytes on their way to f
-	raw     int           // bytes of records in the open frame
-	blocks  int           // blocks written: many small ones are worth compacting
-	wrote   bool          // written since the last flush tick
-	framed  bool          // a frame is open (enc != nil), for the flusher, under mu
-	writing bool          // a goroutine is writing; it writes pending before it stops
-	ending  bool          // session.end and the seal are in pending: the writer closes the file
-	closed  bool          // nothing more may be recorded
-	over    bool          // over MaxBuffer
-	err     error         // why the session stopped recording early
-	warned  bool          // a drop was logged for this session
-	line    []byte        // the buffer of the last record's line
+	pending []byte // encoded lines not yet written
+	spare   []byte // the other buffer, for the next batch
+	writing bool   // a goroutine is writing; it writes pending before it stops
+	ending  bool   // session.end and the seal are in pending: the writer closes the file
+	closed  bool   // nothing more may be recorded
+	over    bool   // over MaxBuffer
+	err     error  // why the session stopped recording early
+	warned  bool   // a drop was logged for this session
+	line    []byte // the buffer of the last record's line
 	row     store.Session
 }
 
@@ -141,8 +136,13 @@ func Open(dir string, opts Options) (*Log, error) {
 		sessions: make(map[string]*session),
 		stop:     make(chan struct{}),
 	}
-	l.done.Add(1)
+	l.done.Add(2)
 	go l.flushLoop(opts.FlushInterval)
+	l.prep = newPreparer()
+	go func() {
+		defer l.done.Done()
+		l.prep.run(l.stop)
+	}()
 	if opts.Index != nil {
 		l.index = make(chan store.Session, 4096)
 		l.done.Add(1)
@@ -198,7 +198,7 @@ func (l *Log) Record(e protocols.Event) {
 	end := e.Type == protocols.SessionEnded
 	if s.closed || (s.over && !end) {
 		err := s.err
-		if end && !s.writing && s.f == nil {
+		if end && !s.writing && s.w == nil {
 			l.remove(s)
 		}
 		s.mu.Unlock()
@@ -234,7 +234,7 @@ func (l *Log) Record(e protocols.Event) {
 	}
 	s.writing = true
 	s.mu.Unlock()
-	l.write(s, false)
+	l.write(s)
 }
 
 // append encodes r as the next record of s into its pending buffer; the
@@ -338,12 +338,12 @@ func (l *Log) create(s *session) {
 		s.closed, s.err = true, errEnded
 		return
 	}
-	f, err := os.OpenFile(OpenPath(l.dir, s.id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	w, err := createMapped(OpenPath(l.dir, s.id), l.prep)
 	if err != nil {
-		s.closed, s.err = true, fmt.Errorf("creating recording: %w", err)
+		s.closed, s.err = true, err
 		return
 	}
-	s.f = f
+	s.w = w
 }
 
 var (
@@ -352,98 +352,52 @@ var (
 )
 
 // write writes s's pending records until none are left, then, if the
-// session has ended, closes the recording. With closeFrame it also ends
-// the open zstd frame (an idle session gives its encoder back). The caller
-// has set s.writing; write clears it.
-func (l *Log) write(s *session, closeFrame bool) {
+// session has ended, closes the recording. The caller has set s.writing;
+// write clears it.
+func (l *Log) write(s *session) {
 	for {
 		s.mu.Lock()
-		if s.f != nil && len(s.pending) == 0 && closeFrame && s.enc != nil {
-			s.mu.Unlock()
-			if err := s.emit(nil, true); err != nil {
-				l.writeFailed(s, err)
-				return
-			}
-			s.mu.Lock()
-			s.framed = false
-			s.mu.Unlock()
-			continue
-		}
-		if len(s.pending) == 0 || s.f == nil {
+		if len(s.pending) == 0 || s.w == nil {
 			n := len(s.pending)
 			s.pending = s.pending[:0]
 			l.pending.Add(-int64(n))
 			s.writing = false
-			ending := s.ending && s.f != nil
+			ending := s.ending && s.w != nil
 			if ending {
 				s.ending = false
 			}
-			f := s.f
-			if ending || (s.closed && f == nil) {
-				s.f = nil
+			w := s.w
+			if ending || (s.closed && w == nil) {
+				s.w = nil
 			}
 			s.mu.Unlock()
 			if ending {
-				err := l.seal(s.id, f)
+				err := l.seal(w)
 				if err != nil {
 					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
 				}
 				l.remove(s)
 				if err == nil {
-					l.afterSeal(s.id, s.blocks >= compactBlocks)
+					l.afterSeal(s.id)
 				}
 			}
 			return
 		}
-		batch, last := s.pending, s.ending // once ending, the seal is the last of pending
+		batch := s.pending
 		s.pending, s.spare = s.spare[:0], nil
-		s.wrote = true
 		s.mu.Unlock()
 		l.pending.Add(-int64(len(batch)))
 
-		err := s.emit(batch, last)
+		err := s.w.write(batch)
 
 		s.mu.Lock()
 		s.spare = batch[:0]
-		s.framed = s.enc != nil
 		s.mu.Unlock()
 		if err != nil {
 			l.writeFailed(s, err)
 			return
 		}
 	}
-}
-
-// emit compresses batch into s's open frame (opening one if needed) and
-// writes it to the file, ending the frame if last or full. Only the writer
-// of s calls it.
-func (s *session) emit(batch []byte, last bool) error {
-	if s.enc == nil {
-		s.enc = newEncoder(&s.out)
-	}
-	var err error
-	if len(batch) > 0 {
-		_, err = s.enc.Write(batch)
-		s.raw += len(batch)
-		s.blocks++
-	}
-	if last || s.raw >= frameSize {
-		if cerr := s.enc.Close(); err == nil {
-			err = cerr
-		}
-		putEncoder(s.enc)
-		s.enc, s.raw = nil, 0
-	} else if ferr := s.enc.Flush(); err == nil {
-		err = ferr
-	}
-	if err == nil {
-		_, err = s.f.Write(s.out.Bytes())
-	}
-	s.out.Reset()
-	if err != nil {
-		return fmt.Errorf("writing recording: %w", err)
-	}
-	return nil
 }
 
 // writeFailed stops recording s after a write error; the caller is its
@@ -454,64 +408,50 @@ func (l *Log) writeFailed(s *session, err error) {
 	if !l.opts.FailOpen && l.opts.OnFail != nil {
 		l.opts.OnFail(s.id, err)
 	}
-	if s.enc != nil {
-		putEncoder(s.enc)
-		s.enc = nil
-	}
 	s.mu.Lock()
 	if s.err != errEnded {
 		s.closed, s.err = true, err
 	}
 	l.pending.Add(-int64(len(s.pending)))
 	s.pending = s.pending[:0]
-	s.f.Close()
-	s.f, s.writing, s.ending = nil, false, false
+	s.w.close(false) //nolint:errcheck // the write error is the one to report
+	s.w, s.writing, s.ending = nil, false, false
 	s.mu.Unlock()
 	l.remove(s)
 }
 
-// seal syncs and closes a sealed recording and gives it its final name.
-func (l *Log) seal(id string, f *os.File) error {
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(OpenPath(l.dir, id), Path(l.dir, id))
-	}
+// seal syncs and closes a sealed recording. It keeps its open name until
+// afterSeal has compressed it into its sealed file.
+func (l *Log) seal(w *mapped) error {
+	err := w.close(true)
 	if err == nil {
 		err = syncDir(l.dir)
 	}
 	if err != nil {
-		return fmt.Errorf("sealing recording of %s: %w", id, err)
+		return fmt.Errorf("sealing recording: %w", err)
 	}
 	return nil
 }
 
-// compactBlocks is how many written blocks make a sealed recording worth
-// compacting.
-const compactBlocks = 64
-
-// afterSeal compacts the sealed recording of id (if it is worth it) and
-// uploads it to the bucket (if there is one), in the background; Close
+// afterSeal compresses the sealed recording of id into its sealed file and
+// uploads that to the bucket (if there is one), in the background; Close
 // waits for both.
-func (l *Log) afterSeal(id string, compact bool) {
-	if !compact && l.opts.Bucket == nil {
-		return
-	}
+func (l *Log) afterSeal(id string) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
+		if _, err := archiveOpen(l.dir, id, l.opts.Key); err != nil {
+			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
+		}
 		return
 	}
 	l.done.Add(1)
 	l.mu.Unlock()
 	go func() {
 		defer l.done.Done()
-		if compact {
-			if err := Compact(l.dir, id); err != nil {
-				l.logger.Warn("audit: compacting recording (it stays as written)", "session", id, "error", err)
-			}
+		if _, err := archiveOpen(l.dir, id, l.opts.Key); err != nil {
+			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
+			return
 		}
 		if l.opts.Bucket != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -567,15 +507,13 @@ func (l *Log) flushLoop(every time.Duration) {
 		open = l.snapshot(open[:0])
 		for _, s := range open {
 			s.mu.Lock()
-			idle := !s.wrote && s.framed
-			s.wrote = false
-			if s.writing || (len(s.pending) == 0 && !idle) {
+			if s.writing || len(s.pending) == 0 {
 				s.mu.Unlock()
 				continue
 			}
 			s.writing = true
 			s.mu.Unlock()
-			l.write(s, idle)
+			l.write(s)
 		}
 		clear(open) // do not keep ended sessions alive until the next tick
 	}
@@ -673,17 +611,13 @@ func (l *Log) Close() error {
 		}
 		s.writing = true
 		s.mu.Unlock()
-		l.write(s, true)
+		l.write(s)
 		s.mu.Lock()
-		if s.f != nil {
-			err := s.f.Sync()
-			if cerr := s.f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+		if s.w != nil {
+			if err := s.w.close(true); err != nil {
 				errs = append(errs, fmt.Errorf("closing recording of %s: %w", s.id, err))
 			}
-			s.f = nil
+			s.w = nil
 		}
 		s.closed, s.err = true, errClosed
 		s.mu.Unlock()

@@ -122,17 +122,23 @@ type tail struct {
 // belong to. keys, if not nil, verify the seal.
 func readFrom(r io.Reader, kind Kind, want string, keys Keys, fn func(Record, []byte) error) (tail, error) {
 	t := tail{session: want, keys: keys, version: 2}
-	if kind == V1 {
+	br := bufio.NewReaderSize(r, 64<<10)
+	plain := true
+	switch magic, _ := br.Peek(4); {
+	case kind == V1:
 		t.version = 1
-	} else {
-		d, err := newDecoder(r)
+	case bytes.Equal(magic, zstdMagic):
+		d, err := newDecoder(br)
 		if err != nil {
 			return t, fmt.Errorf("reading recording: %w", err)
 		}
 		defer d.Close()
-		r = d
+		br, plain = bufio.NewReaderSize(d, 64<<10), false
+	default:
+		// JSON lines as the writer maps them: whatever follows the
+		// first zero byte was never written (JSON has none).
+		br = bufio.NewReaderSize(&untilZero{r: br}, 64<<10)
 	}
-	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
 	for {
 		var (
@@ -163,6 +169,11 @@ func readFrom(r io.Reader, kind Kind, want string, keys Keys, fn func(Record, []
 		}
 		if !complete {
 			t.torn, t.cut = int64(len(line)), errors.New("incomplete record")
+			if plain && kind == Unsealed && t.version == 2 {
+				// Being written, or the write a crash cut short: the
+				// records before it are all there is.
+				return t, nil
+			}
 			return t, &ChainError{Seq: int(t.next), Reason: "incomplete record at end of file (no newline)"}
 		}
 		rec, err := t.check(line)
@@ -179,6 +190,27 @@ func readFrom(r io.Reader, kind Kind, want string, keys Keys, fn func(Record, []
 }
 
 var errTooLong = errors.New("line too long")
+
+// zstdMagic starts every zstd frame.
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// untilZero reads r up to its first zero byte.
+type untilZero struct {
+	r    io.Reader
+	done bool
+}
+
+func (u *untilZero) Read(p []byte) (int, error) {
+	if u.done {
+		return 0, io.EOF
+	}
+	n, err := u.r.Read(p)
+	if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+		u.done = true
+		return i, nil
+	}
+	return n, err
+}
 
 // maxLine is MaxRecordSize, smaller in tests.
 var maxLine = MaxRecordSize
@@ -462,7 +494,8 @@ func Find(dir, id string) (File, error) {
 	for _, c := range []struct {
 		path string
 		kind Kind
-	}{{Path(dir, id), Sealed}, {OpenPath(dir, id), Unsealed}, {dir + string(os.PathSeparator) + id + ExtV1, V1}} {
+	}{{Path(dir, id), Sealed}, {OpenPath(dir, id), Unsealed}, {filepath.Join(dir, id+OpenExtZst), Unsealed},
+		{filepath.Join(dir, id+ExtV1), V1}} {
 		if _, err := os.Stat(c.path); err == nil {
 			return File{Session: id, Kind: c.kind, Path: c.path}, nil
 		}

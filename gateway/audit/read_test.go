@@ -77,8 +77,8 @@ func TestVerifyTampering(t *testing.T) {
 			wantSeq: 3, want: "missing",
 		},
 		"cut short in a chunk": {
-			// The records after the first are in the last chunk, written at
-			// the session's end.
+			// The first record is a chunk of its own; the rest of a
+			// short recording is the last chunk.
 			tamper:  func(t *testing.T, b []byte) []byte { return b[:len(b)-3] },
 			wantSeq: 1, want: "cut short",
 		},
@@ -205,9 +205,9 @@ func TestReadMissingFile(t *testing.T) {
 }
 
 func TestReadRefusesLongRecord(t *testing.T) {
+	path, _ := validRecording(t, t.TempDir(), "s-1", 1)
 	defer func(n int) { maxLine = n }(maxLine)
 	maxLine = 100
-	path, _ := validRecording(t, t.TempDir(), "s-1", 1)
 	if ce := chainErr(t, Read(path, nil)); ce.Seq != 0 || !strings.Contains(ce.Reason, "longer") {
 		t.Fatalf("got %v, want record 0 too long", ce)
 	}

@@ -18,12 +18,16 @@ import (
 const Version = 2
 
 // File name extensions of recordings. A recording is written as
-// <session>.open.jsonl.zst and renamed to <session>.jsonl.zst once sealed;
-// <session>.jsonl is a version 1 recording.
+// <session>.open.jsonl (JSON lines, not compressed) and, once sealed,
+// compressed into <session>.jsonl.zst; <session>.jsonl is a version 1
+// recording. Gateways before the memory-mapped writer wrote open
+// recordings compressed, as <session>.open.jsonl.zst (OpenExtZst); they
+// are still read and recovered.
 const (
-	Ext     = ".jsonl.zst"
-	OpenExt = ".open.jsonl.zst"
-	ExtV1   = ".jsonl"
+	Ext        = ".jsonl.zst"
+	OpenExt    = ".open.jsonl"
+	OpenExtZst = ".open.jsonl.zst"
+	ExtV1      = ".jsonl"
 )
 
 // MaxRecordSize is the longest record line Read accepts, in bytes.
@@ -97,7 +101,7 @@ type Kind int
 const (
 	NotRecording Kind = iota
 	Sealed            // <session>.jsonl.zst: version 2, should be sealed
-	Unsealed          // <session>.open.jsonl.zst: version 2, being written or cut short
+	Unsealed          // <session>.open.jsonl: version 2, being written, cut short, or sealed and being compressed
 	V1                // <session>.jsonl: version 1
 )
 
@@ -107,7 +111,7 @@ func ParseName(name string) (string, Kind) {
 	for _, c := range []struct {
 		ext  string
 		kind Kind
-	}{{OpenExt, Unsealed}, {Ext, Sealed}, {ExtV1, V1}} {
+	}{{OpenExt, Unsealed}, {OpenExtZst, Unsealed}, {Ext, Sealed}, {ExtV1, V1}} {
 		if id, ok := strings.CutSuffix(name, c.ext); ok {
 			if ValidSessionID(id) {
 				return id, c.kind
@@ -129,11 +133,12 @@ func encode(r Record) ([]byte, error) {
 
 // appendLine appends the line of r to b, byte for byte what encode returns,
 // without reflection and without compacting r.Data again: r.Data must be
-// what json.Marshal made (compact, HTML-escaped). Fields that would need
+// what json.Marshal made (compact, HTML-escaped), and r.Prev "" or what
+// hash returns (hex, needing no escape). Other fields that would need
 // escaping fall back to encode. The writer uses it; readers check lines
 // against encode, so a difference would show as a broken chain in tests.
 func appendLine(b []byte, r Record) ([]byte, error) {
-	if !plainJSONString(r.Session) || !plainJSONString(string(r.Type)) || !plainJSONString(r.Prev) ||
+	if !plainJSONString(r.Session) || !plainJSONString(string(r.Type)) ||
 		r.Time.Year() < 0 || r.Time.Year() > 9999 {
 		line, err := encode(r)
 		return append(b, line...), err

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,13 +11,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
 )
 
 // RecoverUnsealed seals every recording in dir that a stop cut short (an
 // open recording: no seal yet) with a final session.end of outcome
-// OutcomeTruncated and a seal, and returns how many it sealed. The gateway
+// OutcomeTruncated and a seal, compresses it and the open recordings that
+// were sealed but not yet compressed, and returns how many. The gateway
 // calls it at start, before it records anything; idx, if not nil, gets the
 // sealed sessions' rows. A missing dir has nothing to recover. The count
 // includes recordings sealed before an error about another.
@@ -35,7 +39,7 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 		return 0, err
 	}
 	// Leftovers of rewrites a stop interrupted; the originals are intact.
-	for _, pattern := range []string{"*" + compactExt, "*" + OpenExt + ".recover"} {
+	for _, pattern := range []string{"*" + compactExt, "*" + OpenExtZst + ".recover"} {
 		left, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, p := range left {
 			os.Remove(p)
@@ -50,7 +54,7 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 		if f.Kind != Unsealed {
 			continue
 		}
-		row, err := recoverOne(dir, f.Session, key)
+		row, err := archiveOpen(dir, f.Session, key)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("recovering recording %s: %w", f.Session, err))
 			continue
@@ -71,20 +75,26 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 	return n, errors.Join(errs...)
 }
 
-// recoverOne rewrites the open recording of id as a sealed one: its
-// readable records, then (unless it had ended) a truncated session.end,
-// then the seal.
-func recoverOne(dir, id string, key *Key) (store.Session, error) {
-	if _, err := os.Stat(Path(dir, id)); err == nil {
-		return store.Session{}, errors.New("both an open and a sealed recording exist; leaving both")
-	}
+// archiveOpen rewrites the open recording of id in dir as its sealed file,
+// compressed in large zstd frames: its readable records, then (unless it
+// had ended) a truncated session.end, then (unless it was sealed) the seal.
+// The writer calls it for every sealed recording; RecoverUnsealed for those
+// a stop left. The sealed file replaces the open one only after it was
+// written, synced and read back; a recording whose chain is broken is left
+// as it is. It returns the session's index row.
+func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	open := OpenPath(dir, id)
 	src, err := os.Open(open)
+	if errors.Is(err, fs.ErrNotExist) {
+		open = filepath.Join(dir, id+OpenExtZst)
+		src, err = os.Open(open)
+	}
 	if err != nil {
 		return store.Session{}, err
 	}
 	defer src.Close()
-	tmp := open + ".recover"
+	path := Path(dir, id)
+	tmp := path + compactExt
 	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return store.Session{}, err
@@ -93,25 +103,42 @@ func recoverOne(dir, id string, key *Key) (store.Session, error) {
 		dst.Close()
 		os.Remove(tmp) // gone after a successful rename
 	}()
+	bw := bufio.NewWriterSize(dst, 256<<10)
+	enc := archivers.Get().(*zstd.Encoder)
+	defer func() {
+		enc.Reset(nil)
+		archivers.Put(enc)
+	}()
+	enc.Reset(bw)
+	raw := 0
+	var werr error
+	// The first record (session.start: who, what, when) is a frame of
+	// its own, so that a recording damaged further on still says whose it
+	// is; then a frame per frameSize bytes of records.
+	// A frame ends before a write, never after the last one: a file cut
+	// at any point after the start loses something.
+	head := true
+	put := func(b []byte) {
+		if werr == nil && raw > 0 && (head || raw >= frameSize) {
+			werr, raw, head = enc.Close(), 0, false
+			enc.Reset(bw)
+		}
+		if werr == nil {
+			_, werr = enc.Write(b)
+			raw += len(b)
+		}
+	}
 
 	s := &session{id: id, row: store.Session{ID: id, Status: StatusOpen}}
 	var (
 		end   = protocols.SessionEnd{Outcome: OutcomeTruncated}
 		first time.Time
-		werr  error
 	)
-	s.f = dst
-	flush := func(last bool) {
-		if werr == nil && (last || len(s.pending) >= chunkSize) {
-			werr = s.emit(s.pending, last)
-			s.pending = s.pending[:0]
-		}
-	}
 	t, rerr := readFrom(src, Unsealed, id, nil, func(r Record, line []byte) error {
 		if first.IsZero() {
 			first = r.Time
 		}
-		s.pending = append(append(s.pending, line...), '\n')
+		put(append(line, '\n')) // line is the reader's buffer, reused
 		s.seq, s.prev = r.Seq+1, hash(line)
 		s.indexRecord(r)
 		if r.Type == protocols.TCPData {
@@ -125,11 +152,22 @@ func recoverOne(dir, id string, key *Key) (store.Session, error) {
 				}
 			}
 		}
-		flush(false)
-		return nil
+		return werr
 	})
 	if rerr != nil && t.cut == nil {
 		return store.Session{}, rerr
+	}
+	if t.sealed && t.cut != nil {
+		return store.Session{}, fmt.Errorf("bytes after the seal: %w", t.cut)
+	}
+	if _, err := os.Stat(path); err == nil {
+		// A stop between the rename below and the removal of the open
+		// file: the open one is a leftover if both hold the same.
+		if err := sameAs(path, id, t); err != nil || !t.sealed {
+			return store.Session{}, errors.New("both an open and a sealed recording exist, and differ; leaving both")
+		}
+		s.row.Events = s.seq
+		return s.row, os.Remove(open)
 	}
 	at := t.last
 	if at.IsZero() {
@@ -164,7 +202,13 @@ func recoverOne(dir, id string, key *Key) (store.Session, error) {
 		}
 	}
 	s.row.Events = s.seq
-	flush(true)
+	put(s.pending)
+	if werr == nil {
+		werr = enc.Close()
+	}
+	if werr == nil {
+		werr = bw.Flush()
+	}
 	if werr == nil {
 		werr = dst.Sync()
 	}
@@ -172,15 +216,45 @@ func recoverOne(dir, id string, key *Key) (store.Session, error) {
 		werr = dst.Close()
 	}
 	if werr == nil {
-		werr = os.Rename(tmp, Path(dir, id))
+		werr = sameAsSealed(tmp, id, s)
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, path)
 	}
 	if werr == nil {
 		werr = os.Remove(open)
+	}
+	if werr == nil {
+		werr = syncDir(dir)
 	}
 	if werr != nil {
 		return store.Session{}, fmt.Errorf("writing sealed recording: %w", werr)
 	}
 	return s.row, nil
+}
+
+// compactExt names the file archiveOpen writes before it replaces the open
+// one; one left by a crash is removed by RecoverUnsealed.
+const compactExt = ".compact.tmp"
+
+// sameAs checks that the recording at path reads back as t, sealed.
+func sameAs(path, id string, t tail) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	back, err := readFrom(f, Sealed, id, nil, nil)
+	if err == nil && (back.next != t.next || back.prev != t.prev || !back.sealed) {
+		err = errors.New("the rewritten recording reads back differently")
+	}
+	return err
+}
+
+// sameAsSealed checks that the recording at path reads back as s, whose
+// last record is the seal.
+func sameAsSealed(path, id string, s *session) error {
+	return sameAs(path, id, tail{next: s.seq, prev: s.prev})
 }
 
 // indexRecord updates s's index row from a record read back.

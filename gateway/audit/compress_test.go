@@ -1,0 +1,134 @@
+package audit
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/protocols"
+)
+
+// TestSealCompresses: while a session is open its recording is plain JSON
+// lines in a file reserved ahead (zero bytes past the last record); once
+// sealed it is compressed into its sealed file, the same lines, smaller,
+// and the open file is gone; Close waits for it.
+func TestSealCompresses(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{FlushInterval: time.Hour})
+	evs := sessionEvents("s-1", 0)
+	l.Record(evs[0])
+	for i := range 200 {
+		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery,
+			Data: &protocols.PostgresQueryEvent{SQL: fmt.Sprintf("SELECT %d FROM accounts", i), Rows: 1}})
+	}
+	open, err := os.ReadFile(OpenPath(dir, "s-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := decoded(t, open)
+	if len(lines) != 201 || len(open)%mapInitial != 0 || len(open) <= len(plain(lines)) || open[len(open)-1] != 0 {
+		t.Fatalf("open recording: %d lines in %d bytes; want 201 lines, the file extended in steps of %d", len(lines), len(open), mapInitial)
+	}
+	if recs, err := readAll(t, OpenPath(dir, "s-1")); err != nil || len(recs) != 201 {
+		t.Fatalf("reading the open recording: %d records, %v", len(recs), err)
+	}
+	l.Record(evs[1])
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := os.ReadFile(Path(dir, "s-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(Path(dir, "s-1"), trusted(t)); err != nil {
+		t.Fatalf("sealed recording: %v", err)
+	}
+	got := decoded(t, sealed)
+	if !bytes.Equal(plain(got[:201]), plain(lines)) || len(got) != 203 {
+		t.Fatalf("sealed recording has %d lines, not the open one's 201 and the end and seal", len(got))
+	}
+	if !bytes.HasPrefix(sealed, zstdMagic) || len(sealed)*4 > len(plain(got)) {
+		t.Fatalf("sealed %d bytes for %d of records", len(sealed), len(plain(got)))
+	}
+	for _, p := range []string{OpenPath(dir, "s-1"), Path(dir, "s-1") + compactExt} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s left behind: %v", filepath.Base(p), err)
+		}
+	}
+	t.Logf("%d records: %d bytes of lines, %d compressed", len(got), len(plain(got)), len(sealed))
+}
+
+// TestMappedGrows: a session larger than the first reservation grows its
+// file, and its records all read back.
+func TestMappedGrows(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{})
+	evs := sessionEvents("s-1", 0)
+	l.Record(evs[0])
+	sql := string(bytes.Repeat([]byte("x"), 3000))
+	for range 200 { // 600 KB: several growths
+		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery,
+			Data: &protocols.PostgresQueryEvent{SQL: sql}})
+	}
+	recs, err := readAll(t, OpenPath(dir, "s-1"))
+	if err != nil || len(recs) != 201 {
+		t.Fatalf("open recording: %d records, %v", len(recs), err)
+	}
+	l.Record(evs[1])
+	l.Close()
+	if res, err := Verify(Path(dir, "s-1"), trusted(t)); err != nil || res.Records != 203 {
+		t.Fatalf("got %+v, %v", res, err)
+	}
+}
+
+// TestArchiveRefusesBroken: an open recording that does not read cleanly
+// is left as it is.
+func TestArchiveRefusesBroken(t *testing.T) {
+	dir := t.TempDir()
+	_, b := validRecording(t, dir, "s-1", 3)
+	os.Remove(Path(dir, "s-1"))
+	ls := decoded(t, b)
+	ls = append(ls[:2:2], ls[3:]...)
+	writeFile(t, OpenPath(dir, "s-1"), plain(ls))
+	if _, err := archiveOpen(dir, "s-1", testKey); err == nil {
+		t.Fatal("archived a broken recording")
+	}
+	if after, _ := os.ReadFile(OpenPath(dir, "s-1")); !bytes.Equal(after, plain(ls)) {
+		t.Fatal("the broken recording was changed")
+	}
+	if _, err := os.Stat(Path(dir, "s-1")); !os.IsNotExist(err) {
+		t.Fatalf("sealed file written: %v", err)
+	}
+}
+
+// TestMappedFault: a fault of the mapping (here the file cut short behind
+// the gateway's back; a full disk looks the same) stops the session's
+// recording and closes the session, and does not crash the gateway.
+func TestMappedFault(t *testing.T) {
+	dir := t.TempDir()
+	var failed atomic.Value
+	l, logs := openLog(t, dir, Options{OnFail: func(id string, err error) { failed.Store(err) }})
+	evs := sessionEvents("s-1", 0)
+	l.Record(evs[0])
+	if err := os.Truncate(OpenPath(dir, "s-1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{SQL: "select 1"}})
+	err, _ := failed.Load().(error)
+	if err == nil || !strings.Contains(err.Error(), "fault") || l.Failed() != 1 {
+		t.Fatalf("OnFail got %v, failed %d; logs %s", err, l.Failed(), logs)
+	}
+	// Other sessions go on.
+	for _, e := range sessionEvents("s-2", 2) {
+		l.Record(e)
+	}
+	l.Close()
+	if _, err := Verify(Path(dir, "s-2"), trusted(t)); err != nil {
+		t.Fatal(err)
+	}
+}
