@@ -85,6 +85,21 @@ func OpenExistingDataDir(ctx context.Context, dir string) (*DataDir, error) {
 	return OpenDataDir(ctx, dir, td)
 }
 
+// OpenIndex opens the store of a data directory that a gateway has already
+// used, for reading only (sqlite.OpenReadOnly): the audit commands' index
+// of sessions. It changes nothing in the directory, which may be
+// read-only.
+func OpenIndex(ctx context.Context, dir string) (*sqlite.DB, error) {
+	if _, err := TrustDomainOf(dir); err != nil {
+		return nil, err
+	}
+	return sqlite.OpenReadOnly(ctx, filepath.Join(dir, storeFile))
+}
+
+// RecordingsDir is where the gateway of data directory dir writes its
+// recordings.
+func RecordingsDir(dir string) string { return filepath.Join(dir, recordingsDir) }
+
 // TrustDomainOf reads the trust domain of the CA in a data directory.
 func TrustDomainOf(dir string) (spiffeid.TrustDomain, error) {
 	data, err := os.ReadFile(filepath.Join(dir, bundleFile))
@@ -113,7 +128,7 @@ func (d *DataDir) Close() error { return d.Store.Close() }
 func (d *DataDir) BundlePath() string { return filepath.Join(d.Path, bundleFile) }
 
 // RecordingsPath is where session recordings are written.
-func (d *DataDir) RecordingsPath() string { return filepath.Join(d.Path, recordingsDir) }
+func (d *DataDir) RecordingsPath() string { return RecordingsDir(d.Path) }
 
 // MintToken makes a single-use join token for the agent called name.
 func (d *DataDir) MintToken(name string, ttl time.Duration) (string, jointoken.Claims, error) {

@@ -10,8 +10,10 @@
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
-#   audit         the pgbench paths tls and tls-norec (the same chain, recording
-#                 off) give recording's cost; BenchmarkRecord, BenchmarkVerify
+#   audit         BenchmarkPgbench/{select,select-prepared}/recording: the TLS
+#                 chain with recording on and off (tls-norec), alternating
+#                 runs, on/off the median of the rounds' ratios; BenchmarkRecord,
+#                 BenchmarkCompressSealed, BenchmarkVerify
 #                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
 #                 `audit list` over 10,000 sessions), BenchmarkSessions
 #                 (./gateway/audit/ui/), BenchmarkSessionsAll (./gateway/store/sqlite/)
@@ -80,11 +82,13 @@ run() {
 run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -count "$count" ./integration/
 run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
-run postgres -bench '^BenchmarkPgbench$' -benchtime "$benchtime" -count "$count" ./integration/
+run postgres -bench '^BenchmarkPgbench$/./(direct|relay|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
+# Recording on against off, interleaved in 8 rounds of 2,000 transactions a path.
+run recording -bench '^BenchmarkPgbench$/(select|select-prepared)/recording$' -benchtime 128000x -count "$count" ./integration/
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
 run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
 run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
-run audit -bench '^(BenchmarkRecord|BenchmarkVerify|BenchmarkAuditList|BenchmarkSessions|BenchmarkSessionsAll)$' -benchtime "$microtime" -count "$microcount" ./gateway/audit/ ./cmd/postern/ ./gateway/audit/ui/ ./gateway/store/sqlite/
+run audit -bench '^(BenchmarkRecord|BenchmarkCompressSealed|BenchmarkVerify|BenchmarkAuditList|BenchmarkSessions|BenchmarkSessionsAll)$' -benchtime "$microtime" -count "$microcount" ./gateway/audit/ ./cmd/postern/ ./gateway/audit/ui/ ./gateway/store/sqlite/
 run http -bench '^(BenchmarkHTTP|BenchmarkGRPC)$' -benchtime "$benchtime" -count "$count" ./integration/
 run httpparts -bench '^(BenchmarkAuthorizeHTTPRequest|BenchmarkCleanPath|BenchmarkAssert|BenchmarkAuthenticateAPIKey|BenchmarkAuthenticateJWT)$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/ ./protocols/http/ ./gateway/assertion/ ./gateway/bearer/
 
@@ -128,6 +132,9 @@ function fmtns(ns) {
     if ($i == "req/s") add(name SUBSEP "rps", $(i - 1))
     if ($i == "p50-ms") add(name SUBSEP "p50", $(i - 1))
     if ($i == "p99-ms") add(name SUBSEP "p99", $(i - 1))
+    if ($i == "on/off") add(name SUBSEP "onoff", $(i - 1))
+    if ($i == "on-tps") add(name SUBSEP "on", $(i - 1))
+    if ($i == "off-tps") add(name SUBSEP "off", $(i - 1))
   }
 }
 END {
@@ -162,12 +169,13 @@ END {
     printf "  %-18s %10.1f %10.3f %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio
   }
   printf "\nRecording: the TLS chain with recording on, against the same chain recording nothing\n"
+  printf "(alternating runs; on/off is the median of the rounds ratios, then of the -count runs)\n"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
-    if (p[2] != "tps" || p[1] !~ /^BenchmarkPgbench\/[^\/]*\/tls-norec$/) continue
-    t = p[1]; sub(/^BenchmarkPgbench\//, "", t); sub(/\/tls-norec$/, "", t)
-    off = median(order[k]); on = median("BenchmarkPgbench/" t "/tls" SUBSEP "tps")
-    if (off > 0) printf "  %-18s on %10.1f tps, off %10.1f tps: %+.1f%%\n", t, on, off, (on / off - 1) * 100
+    if (p[2] != "onoff") continue
+    t = p[1]; sub(/^BenchmarkPgbench\//, "", t); sub(/\/recording$/, "", t)
+    r = median(order[k])
+    printf "  %-18s on %10.1f tps, off %10.1f tps, on/off %.3f: %+.1f%%\n", t, median(p[1] SUBSEP "on"), median(p[1] SUBSEP "off"), r, (r - 1) * 100
   }
   printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs)\n"
   printf "  %-12s %10s %8s %8s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct"

@@ -92,15 +92,15 @@ func (f *auditFlags) open(ctx context.Context) (*audit.Archive, func(), error) {
 			return a, func() {}, nil // a copy of the recordings: no index
 		}
 	}
-	d, err := gateway.OpenExistingDataDir(ctx, f.dataDir)
+	idx, err := gateway.OpenIndex(ctx, f.dataDir)
 	if err != nil {
 		return nil, nil, errorf("opening data dir", err)
 	}
-	a.Index = d.Store
+	a.Index = idx
 	if a.Dir == "" {
-		a.Dir = d.RecordingsPath()
+		a.Dir = gateway.RecordingsDir(f.dataDir)
 	}
-	return a, func() { d.Close() }, nil
+	return a, func() { idx.Close() }, nil
 }
 
 // openBucket fetches the recordings of the blob store at f.recordings.

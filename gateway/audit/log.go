@@ -420,14 +420,12 @@ func (l *Log) writeFailed(s *session, err error) {
 	l.remove(s)
 }
 
-// seal syncs and closes a sealed recording. It keeps its open name until
-// afterSeal has compressed it into its sealed file.
+// seal closes a sealed recording. It keeps its open name until afterSeal
+// has compressed it into its sealed file, which is synced; a crash of the
+// machine before that leaves what the kernel had written of the open one
+// for RecoverUnsealed.
 func (l *Log) seal(w *mapped) error {
-	err := w.close(true)
-	if err == nil {
-		err = syncDir(l.dir)
-	}
-	if err != nil {
+	if err := w.close(false); err != nil {
 		return fmt.Errorf("sealing recording: %w", err)
 	}
 	return nil
@@ -440,7 +438,7 @@ func (l *Log) afterSeal(id string) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		if _, err := archiveOpen(l.dir, id, l.opts.Key); err != nil {
+		if err := compressSealed(l.dir, id); err != nil {
 			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
 		}
 		return
@@ -449,7 +447,7 @@ func (l *Log) afterSeal(id string) {
 	l.mu.Unlock()
 	go func() {
 		defer l.done.Done()
-		if _, err := archiveOpen(l.dir, id, l.opts.Key); err != nil {
+		if err := compressSealed(l.dir, id); err != nil {
 			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
 			return
 		}

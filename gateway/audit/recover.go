@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
@@ -76,12 +73,12 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 }
 
 // archiveOpen rewrites the open recording of id in dir as its sealed file,
-// compressed in large zstd frames: its readable records, then (unless it
-// had ended) a truncated session.end, then (unless it was sealed) the seal.
-// The writer calls it for every sealed recording; RecoverUnsealed for those
-// a stop left. The sealed file replaces the open one only after it was
-// written, synced and read back; a recording whose chain is broken is left
-// as it is. It returns the session's index row.
+// compressed (see compressor): its readable records, then (unless it had
+// ended) a truncated session.end, then (unless it was sealed) the seal.
+// RecoverUnsealed calls it for the recordings a stop left open. The sealed
+// file replaces the open one only after it was written and synced; a
+// recording whose chain is broken is left as it is. It returns the
+// session's index row.
 func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	open := OpenPath(dir, id)
 	src, err := os.Open(open)
@@ -94,38 +91,15 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	}
 	defer src.Close()
 	path := Path(dir, id)
-	tmp := path + compactExt
-	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	c, err := newCompressor(dir, id)
 	if err != nil {
 		return store.Session{}, err
 	}
-	defer func() {
-		dst.Close()
-		os.Remove(tmp) // gone after a successful rename
-	}()
-	bw := bufio.NewWriterSize(dst, 256<<10)
-	enc := archivers.Get().(*zstd.Encoder)
-	defer func() {
-		enc.Reset(nil)
-		archivers.Put(enc)
-	}()
-	enc.Reset(bw)
-	raw := 0
+	defer c.close()
 	var werr error
-	// The first record (session.start: who, what, when) is a frame of
-	// its own, so that a recording damaged further on still says whose it
-	// is; then a frame per frameSize bytes of records.
-	// A frame ends before a write, never after the last one: a file cut
-	// at any point after the start loses something.
-	head := true
 	put := func(b []byte) {
-		if werr == nil && raw > 0 && (head || raw >= frameSize) {
-			werr, raw, head = enc.Close(), 0, false
-			enc.Reset(bw)
-		}
 		if werr == nil {
-			_, werr = enc.Write(b)
-			raw += len(b)
+			_, werr = c.Write(b)
 		}
 	}
 
@@ -204,38 +178,13 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	s.row.Events = s.seq
 	put(s.pending)
 	if werr == nil {
-		werr = enc.Close()
-	}
-	if werr == nil {
-		werr = bw.Flush()
-	}
-	if werr == nil {
-		werr = dst.Sync()
-	}
-	if werr == nil {
-		werr = dst.Close()
-	}
-	if werr == nil {
-		werr = sameAsSealed(tmp, id, s)
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr == nil {
-		werr = os.Remove(open)
-	}
-	if werr == nil {
-		werr = syncDir(dir)
+		werr = c.commit(open)
 	}
 	if werr != nil {
 		return store.Session{}, fmt.Errorf("writing sealed recording: %w", werr)
 	}
 	return s.row, nil
 }
-
-// compactExt names the file archiveOpen writes before it replaces the open
-// one; one left by a crash is removed by RecoverUnsealed.
-const compactExt = ".compact.tmp"
 
 // sameAs checks that the recording at path reads back as t, sealed.
 func sameAs(path, id string, t tail) error {
@@ -249,12 +198,6 @@ func sameAs(path, id string, t tail) error {
 		err = errors.New("the rewritten recording reads back differently")
 	}
 	return err
-}
-
-// sameAsSealed checks that the recording at path reads back as s, whose
-// last record is the seal.
-func sameAsSealed(path, id string, s *session) error {
-	return sameAs(path, id, tail{next: s.seq, prev: s.prev})
 }
 
 // indexRecord updates s's index row from a record read back.

@@ -26,14 +26,24 @@ func newDecoder(r io.Reader) (*zstd.Decoder, error) {
 	)
 }
 
-// archivers compress sealed recordings (archiveOpen): large blocks with
-// entropy coding, for size and for fast reading.
+// archivers compress sealed recordings (compressor): large blocks with
+// entropy coding, for size and for fast reading. On recordings the
+// fastest level compresses better than the default one, and faster
+// (measured on Postgres query records: 8.6× at 184 MB/s against 7.9× at
+// 127 MB/s, BenchmarkCompressSealed); without entropy coding it is 1.35×
+// faster again but only 4.8× smaller.
 var archivers = sync.Pool{New: func() any {
 	e, _ := zstd.NewWriter(nil, // cannot fail with these options
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithEncoderCRC(true),
 		zstd.WithWindowSize(1<<20),
 	)
 	return e
 }}
+
+// writeBuffers are the compressors' file buffers.
+var writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
+// copyBuffers carry an open recording's bytes to its compressor.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}

@@ -61,6 +61,52 @@ func open(ctx context.Context, path string, ms []migration) (*DB, error) {
 	return &DB{db: db, path: abs, now: time.Now}, nil
 }
 
+// OpenReadOnly opens the SQLite database at path for reading only, without
+// creating or migrating anything: what auditors need of a data directory
+// they must not change, or cannot (a read-only mount, a copy). It opens
+// the file read-only alongside a running gateway; where SQLite cannot even
+// share the write-ahead log's index (its directory is not writable), it
+// opens the file as immutable, which is right for a read-only snapshot. It
+// fails if the schema is not the one this binary writes.
+func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	var errs []error
+	for _, mode := range []string{"ro", "immutable"} {
+		db, err := openReadOnly(ctx, abs, mode)
+		if err == nil {
+			return db, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("opening store %s read-only: %w", path, errors.Join(errs...))
+}
+
+func openReadOnly(ctx context.Context, abs, mode string) (*DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	q.Set("mode", "ro")
+	if mode == "immutable" {
+		q.Set("immutable", "1")
+	}
+	u := url.URL{Path: filepath.ToSlash(abs)}
+	db, err := sql.Open("sqlite", "file:"+u.EscapedPath()+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	v, err := schemaVersion(ctx, db)
+	if err == nil && v != migrations[len(migrations)-1].Version {
+		err = fmt.Errorf("database is at schema version %d, this binary reads version %d", v, migrations[len(migrations)-1].Version)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &DB{db: db, path: abs, now: time.Now}, nil
+}
+
 // dsn returns the modernc.org/sqlite data source name for the file at the
 // absolute path abs. Explicit transactions begin IMMEDIATE so that a
 // read-then-write transaction waits for the write lock instead of failing
