@@ -171,13 +171,18 @@ func (l *Log) Buffered() int64 { return l.pending.Load() }
 
 // Record appends e to its session's recording. The first event of a
 // session creates its file; a session.end writes the last record and the
-// seal, syncs the file and gives it its sealed name.
+// seal, and has the recording compressed into its sealed file.
 func (l *Log) Record(e protocols.Event) {
 	if !ValidSessionID(e.Session) {
 		l.drop(nil, e, errors.New("invalid session id"))
 		return
 	}
-	data, err := json.Marshal(e.Data)
+	buf := dataBuffers.Get().(*[]byte)
+	data, err := encodeData((*buf)[:0], e.Data)
+	defer func() {
+		*buf = data[:0]
+		dataBuffers.Put(buf)
+	}()
 	if err != nil {
 		l.drop(nil, e, fmt.Errorf("encoding event data: %w", err))
 		return
@@ -235,6 +240,22 @@ func (l *Log) Record(e protocols.Event) {
 	s.writing = true
 	s.mu.Unlock()
 	l.write(s)
+}
+
+// dataBuffers hold events' data while they are recorded.
+var dataBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// encodeData appends the JSON of an event's data to b: by the data's own
+// AppendJSON where it has one (the events of the data path), which writes
+// what json.Marshal does, without reflection.
+func encodeData(b []byte, v any) ([]byte, error) {
+	if a, ok := v.(interface{ AppendJSON([]byte) ([]byte, bool) }); ok {
+		if out, ok := a.AppendJSON(b); ok {
+			return out, nil
+		}
+	}
+	m, err := json.Marshal(v)
+	return append(b, m...), err
 }
 
 // append encodes r as the next record of s into its pending buffer; the
