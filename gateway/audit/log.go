@@ -107,6 +107,8 @@ type session struct {
 	warned  bool   // a drop was logged for this session
 	line    []byte // the buffer of the last record's line
 	row     store.Session
+	indexed time.Time // when row was last queued for the index
+	queued  int64     // its Events then
 }
 
 var _ protocols.Recorder = (*Log)(nil)
@@ -230,6 +232,7 @@ func (l *Log) Record(e protocols.Event) {
 		}
 		l.indexRow(s.row)
 	} else if fresh {
+		s.indexed, s.queued = time.Now(), s.row.Events
 		l.indexRow(s.row)
 	}
 	l.pending.Add(int64(len(s.pending) - before))
@@ -524,8 +527,16 @@ func (l *Log) flushLoop(every time.Duration) {
 		case <-tick.C:
 		}
 		open = l.snapshot(open[:0])
+		now := time.Now()
 		for _, s := range open {
 			s.mu.Lock()
+			// The index row of a live session follows its records, every
+			// few seconds; queued under the lock so that it cannot
+			// overtake the row of the session's end.
+			if !s.closed && s.row.Events != s.queued && now.Sub(s.indexed) >= liveIndexInterval {
+				s.indexed, s.queued = now, s.row.Events
+				l.indexRow(s.row)
+			}
 			if s.writing || len(s.pending) == 0 {
 				s.mu.Unlock()
 				continue
@@ -546,6 +557,10 @@ func (l *Log) snapshot(buf []*session) []*session {
 	}
 	return buf
 }
+
+// liveIndexInterval is how often at most the index row of an open session
+// is brought up to date with its records; shorter in tests.
+var liveIndexInterval = 5 * time.Second
 
 // indexRow queues row for the index.
 func (l *Log) indexRow(row store.Session) {

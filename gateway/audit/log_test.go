@@ -311,3 +311,34 @@ func BenchmarkRecord(b *testing.B) {
 		l.Record(ev)
 	}
 }
+
+// TestLiveIndexRow: the index row of an open session follows its records,
+// and never overtakes its end.
+func TestLiveIndexRow(t *testing.T) {
+	defer func(d time.Duration) { liveIndexInterval = d }(liveIndexInterval)
+	liveIndexInterval = 10 * time.Millisecond
+	idx := &memIndex{}
+	l, _ := openLog(t, t.TempDir(), Options{Index: idx})
+	evs := sessionEvents("s-1", 0)
+	l.Record(evs[0])
+	for range 3 {
+		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{SQL: "select 1"}})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if row, _ := idx.get("s-1"); row.Events == 4 && row.Status == StatusOpen {
+			break
+		}
+		if time.Now().After(deadline) {
+			row, _ := idx.get("s-1")
+			t.Fatalf("index row %+v, want 4 records, open", row)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Record(evs[1])
+	time.Sleep(50 * time.Millisecond) // ticks after the end
+	l.Close()
+	if row, _ := idx.get("s-1"); row.Events != 6 || row.Status != StatusSealed {
+		t.Fatalf("index row %+v, want 6 records, sealed", row)
+	}
+}

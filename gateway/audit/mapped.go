@@ -83,8 +83,10 @@ func (w *mapped) write(b []byte) error {
 }
 
 // ahead is how far past the last write the preparer works: as much as has
-// been written, between 64 KiB and 1 MiB.
-func (w *mapped) ahead() int { return min(max(w.off, mapInitial), 1<<20) }
+// been written, between 64 KiB and 256 KiB, which keeps it ahead of a
+// session writing megabytes a second while bounding the page cache that
+// many open sessions hold in advance.
+func (w *mapped) ahead() int { return min(max(w.off, mapInitial), 256<<10) }
 
 // ask queues a preparation up to ahead past the last write, unless one is
 // queued.
