@@ -41,10 +41,7 @@ func (e *PostgresQueryEvent) AppendJSON(b []byte) ([]byte, bool) {
 		b = append(b, `,"tags":`...)
 		b = appendStrings(b, e.Tags)
 	}
-	b = append(b, `,"verdict":`...)
-	b = appendString(b, e.Verdict)
-	b = appendOmitEmpty(b, `,"rule":`, e.Rule)
-	b = appendOmitEmpty(b, `,"reason":`, e.Reason)
+	b = appendVerdict(b, e.Verdict, e.Rule, e.Reason)
 	if len(e.Completed) > 0 {
 		b = append(b, `,"completed":`...)
 		b = appendStrings(b, e.Completed)
@@ -53,8 +50,7 @@ func (e *PostgresQueryEvent) AppendJSON(b []byte) ([]byte, bool) {
 	b = strconv.AppendInt(b, e.Rows, 10)
 	b = appendOmitEmpty(b, `,"code":`, e.Code)
 	b = appendOmitEmpty(b, `,"error":`, e.Error)
-	b = append(b, `,"duration_ms":`...)
-	b = appendFloat(b, e.Duration)
+	b = appendDuration(b, e.Duration)
 	if len(e.Columns) > 0 {
 		b = append(b, `,"columns":`...)
 		b = appendStrings(b, e.Columns)
@@ -88,21 +84,13 @@ func (e *HTTPRequestEvent) AppendJSON(b []byte) ([]byte, bool) {
 	b = appendOmitEmpty(b, `,"query":`, e.Query)
 	b = appendOmitEmpty(b, `,"identity":`, e.Identity)
 	b = appendOmitEmpty(b, `,"auth":`, e.Auth)
-	b = append(b, `,"verdict":`...)
-	b = appendString(b, e.Verdict)
-	b = appendOmitEmpty(b, `,"rule":`, e.Rule)
-	b = appendOmitEmpty(b, `,"reason":`, e.Reason)
+	b = appendVerdict(b, e.Verdict, e.Rule, e.Reason)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
-	b = append(b, `,"bytes_in":`...)
-	b = strconv.AppendInt(b, e.BytesIn, 10)
-	b = append(b, `,"bytes_out":`...)
-	b = strconv.AppendInt(b, e.BytesOut, 10)
+	b = appendBytes(b, e.BytesIn, e.BytesOut)
 	b = appendOmitEmpty(b, `,"upgrade":`, e.Upgrade)
 	b = appendOmitEmpty(b, `,"error":`, e.Error)
-	b = append(b, `,"duration_ms":`...)
-	b = appendFloat(b, e.Duration)
-	return append(b, '}'), true
+	return append(appendDuration(b, e.Duration), '}'), true
 }
 
 // AppendJSON appends the JSON of e.
@@ -114,20 +102,27 @@ func (e *GRPCCallEvent) AppendJSON(b []byte) ([]byte, bool) {
 	b = appendString(b, e.Method)
 	b = appendOmitEmpty(b, `,"identity":`, e.Identity)
 	b = appendOmitEmpty(b, `,"auth":`, e.Auth)
-	b = append(b, `,"verdict":`...)
-	b = appendString(b, e.Verdict)
-	b = appendOmitEmpty(b, `,"rule":`, e.Rule)
-	b = appendOmitEmpty(b, `,"reason":`, e.Reason)
+	b = appendVerdict(b, e.Verdict, e.Rule, e.Reason)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = appendOmitEmpty(b, `,"message":`, e.Message)
-	b = append(b, `,"bytes_in":`...)
-	b = strconv.AppendInt(b, e.BytesIn, 10)
-	b = append(b, `,"bytes_out":`...)
-	b = strconv.AppendInt(b, e.BytesOut, 10)
-	b = append(b, `,"duration_ms":`...)
-	b = appendFloat(b, e.Duration)
-	return append(b, '}'), true
+	b = appendBytes(b, e.BytesIn, e.BytesOut)
+	return append(appendDuration(b, e.Duration), '}'), true
+}
+
+func appendVerdict(b []byte, verdict, rule, reason string) []byte {
+	b = appendString(append(b, `,"verdict":`...), verdict)
+	b = appendOmitEmpty(b, `,"rule":`, rule)
+	return appendOmitEmpty(b, `,"reason":`, reason)
+}
+
+func appendBytes(b []byte, in, out int64) []byte {
+	b = strconv.AppendInt(append(b, `,"bytes_in":`...), in, 10)
+	return strconv.AppendInt(append(b, `,"bytes_out":`...), out, 10)
+}
+
+func appendDuration(b []byte, d float64) []byte {
+	return appendFloat(append(b, `,"duration_ms":`...), d)
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
