@@ -182,8 +182,10 @@ func (l *Log) Record(e protocols.Event) {
 	buf := dataBuffers.Get().(*[]byte)
 	data, err := encodeData((*buf)[:0], e.Data)
 	defer func() {
-		*buf = data[:0]
-		dataBuffers.Put(buf)
+		if cap(data) <= 64<<10 { // a large one is left to the collector
+			*buf = data[:0]
+			dataBuffers.Put(buf)
+		}
 	}()
 	if err != nil {
 		l.drop(nil, e, fmt.Errorf("encoding event data: %w", err))

@@ -284,6 +284,8 @@ func FuzzVerify(f *testing.F) {
 	_, b := validRecording(f, dir, "s-1", 3)
 	f.Add(b)
 	f.Add(b[:len(b)/2])
+	f.Add(plain(decoded(f, b))) // the same recording as the writer maps it, uncompressed
+	f.Add(append(plain(decoded(f, b)), 0, 0, 0))
 	f.Add(compressed([][]byte{[]byte(`{"v":2,"seq":0,"time":"2026-01-01T00:00:00Z","session":"s-1","type":"session.start","data":{},"prev":""}`)}))
 	f.Add([]byte{})
 	keys := trusted(f)
