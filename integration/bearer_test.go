@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/postern/postern/gateway/audit"
 	"github.com/postern/postern/gateway/bearer"
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
 )
 
@@ -101,5 +103,14 @@ func TestAPIKeys(t *testing.T) {
 			revoked = revoked || e.Status == 401 && strings.Contains(e.Reason, "revoked")
 		}
 		return ok && revoked
+	})
+
+	// An auditor finds the HTTP sessions the key was used in by its
+	// identity, though their connections presented no certificate.
+	c.CloseIdleConnections()
+	waitFor(t, 10*time.Second, "sealed sessions indexed under the key's identity", func() bool {
+		ss, err := g.srv.Data().Store.Sessions(context.Background(),
+			store.SessionFilter{Identity: bot, Service: "api", Status: audit.StatusSealed})
+		return err == nil && len(ss) > 0 && ss[0].Identity == bot
 	})
 }

@@ -255,6 +255,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 type sessionJSON struct {
 	ID         string    `json:"id"`
 	Identity   string    `json:"identity,omitempty"`
+	Identities []string  `json:"identities,omitempty"`
 	Source     string    `json:"source,omitempty"`
 	Service    string    `json:"service,omitempty"`
 	Protocol   string    `json:"protocol,omitempty"`
@@ -276,7 +277,7 @@ type sessionJSON struct {
 func writeSessionsJSON(w io.Writer, ss []store.Session) error {
 	enc := json.NewEncoder(w)
 	for _, s := range ss {
-		j := sessionJSON{ID: s.ID, Identity: s.Identity, Source: s.Source, Service: s.Service, Protocol: s.Protocol,
+		j := sessionJSON{ID: s.ID, Identity: s.Identity, Identities: s.Identities, Source: s.Source, Service: s.Service, Protocol: s.Protocol,
 			Agent: s.Agent, Transport: s.Transport, Database: s.Database, DBUser: s.DBUser, Start: s.Start, End: s.End,
 			BytesIn: s.BytesIn, BytesOut: s.BytesOut, Outcome: s.Outcome, Status: s.Status, Events: s.Events, Denies: s.Denies}
 		if !s.End.IsZero() && !s.Start.IsZero() {
@@ -302,6 +303,11 @@ func writeSessionsText(w io.Writer, ss []store.Session) error {
 		b = append(b, sessionDuration(s)...)
 		b = append(b, '\t')
 		b = append(b, dash(replay.Clean(s.Identity))...)
+		if len(s.Identities) > 0 { // others made requests too: `audit show` names them
+			b = append(b, " (+"...)
+			b = strconv.AppendInt(b, int64(len(s.Identities)), 10)
+			b = append(b, ')')
+		}
 		b = append(b, '\t')
 		b = append(b, dash(replay.Clean(s.Service))...)
 		b = append(b, '\t')
@@ -367,6 +373,7 @@ func dash(s string) string {
 type sessionDetail struct {
 	ID         string         `json:"id"`
 	Identity   string         `json:"identity,omitempty"`
+	Identities []string       `json:"identities,omitempty"` // the others that made requests or calls
 	Groups     []string       `json:"groups,omitempty"`
 	Source     string         `json:"source,omitempty"`
 	Service    string         `json:"service,omitempty"`
@@ -460,6 +467,7 @@ func (d *sessionDetail) add(r audit.Record) {
 				d.HTTP = map[int]int{}
 			}
 			d.HTTP[h.Status]++
+			d.Identity, d.Identities = store.AddIdentity(d.Identity, d.Identities, h.Identity)
 		}
 	case protocols.GRPCCalled:
 		var g protocols.GRPCCallEvent
@@ -468,6 +476,7 @@ func (d *sessionDetail) add(r audit.Record) {
 				d.GRPC = map[int]int{}
 			}
 			d.GRPC[g.Status]++
+			d.Identity, d.Identities = store.AddIdentity(d.Identity, d.Identities, g.Identity)
 		}
 	}
 }
@@ -574,6 +583,7 @@ func writeDetailText(w io.Writer, d *sessionDetail) error {
 	const stamp = "2006-01-02T15:04:05.000Z07:00"
 	field("id", d.ID)
 	field("identity", dash(d.Identity))
+	field("also", strings.Join(d.Identities, ", "))
 	field("groups", strings.Join(d.Groups, ", "))
 	field("source", d.Source)
 	field("service", d.Service)

@@ -32,7 +32,7 @@ type auditFixture struct {
 }
 
 // The fixture's sessions, newest first.
-var fixtureIDs = []string{"open-1", "denied-1", "tcp-1", "grpc-1", "http-1", "pg-1"}
+var fixtureIDs = []string{"open-1", "denied-1", "tcp-1", "grpc-1", "http-1", "pg-1", "bearer-1"}
 
 const (
 	ann  = "spiffe://postern.local/user/ann"
@@ -58,6 +58,17 @@ func fixtureEvents(now time.Time) []protocols.Event {
 	end := func(id string, ago time.Duration, ms int, outcome string, in, out int64) {
 		at(id, ago, ms, protocols.SessionEnded, &protocols.SessionEnd{Outcome: outcome, BytesIn: in, BytesOut: out, Duration: int64(ms)})
 	}
+
+	// A connection without a certificate: its requests carry bearer tokens.
+	const b = 6 * time.Hour
+	startOf("bearer-1", b, "", "api", protocols.HTTP, nil)
+	at("bearer-1", b, 2, protocols.HTTPRequested, &protocols.HTTPRequestEvent{Method: "GET", Path: "/v1/orders",
+		Verdict: protocols.VerdictDeny, Rule: "authentication", Reason: "no credentials", Status: 401})
+	at("bearer-1", b, 5, protocols.HTTPRequested, &protocols.HTTPRequestEvent{Method: "GET", Path: "/v1/orders",
+		Identity: ci, Auth: protocols.AuthAPIKey, Verdict: protocols.VerdictAllow, Rule: "orders-read", Status: 200, Duration: 3})
+	at("bearer-1", b, 8, protocols.HTTPRequested, &protocols.HTTPRequestEvent{Method: "GET", Path: "/v1/orders",
+		Identity: bob, Auth: protocols.AuthOIDC, Verdict: protocols.VerdictAllow, Rule: "orders-read", Status: 200, Duration: 2})
+	end("bearer-1", b, 10, protocols.OutcomeOK, 90, 900)
 
 	const pg = 5 * time.Hour
 	startOf("pg-1", pg, ann, "pg-main", protocols.Postgres, func(s *protocols.SessionStart) {
@@ -158,19 +169,20 @@ func TestAuditList(t *testing.T) {
 		args []string
 		want []string
 	}{
-		"all":               {nil, fixtureIDs},
-		"identity exact":    {[]string{"--identity", ann}, []string{"tcp-1", "http-1", "pg-1"}},
-		"identity glob":     {[]string{"--identity", "*/workload/*"}, []string{"grpc-1"}},
-		"service glob":      {[]string{"--service", "pg-*"}, []string{"open-1", "denied-1", "pg-1"}},
-		"since duration":    {[]string{"--since", "1h"}, []string{"open-1"}},
-		"since RFC 3339":    {[]string{"--since", ago(150 * time.Minute)}, []string{"open-1", "denied-1", "tcp-1"}},
-		"until RFC 3339":    {[]string{"--until", ago(150 * time.Minute)}, []string{"grpc-1", "http-1", "pg-1"}},
-		"since and until":   {[]string{"--since", "4h30m", "--until", "2h30m"}, []string{"grpc-1", "http-1"}},
-		"outcome denied":    {[]string{"--outcome", "denied"}, []string{"denied-1"}},
-		"outcome open":      {[]string{"--outcome", "open"}, []string{"open-1"}},
-		"protocol postgres": {[]string{"--protocol", "postgres"}, []string{"open-1", "denied-1", "pg-1"}},
-		"limit":             {[]string{"--limit", "2"}, []string{"open-1", "denied-1"}},
-		"nothing matches":   {[]string{"--identity", "nobody"}, nil},
+		"all":                   {nil, fixtureIDs},
+		"identity exact":        {[]string{"--identity", ann}, []string{"tcp-1", "http-1", "pg-1"}},
+		"identity glob":         {[]string{"--identity", "*/workload/*"}, []string{"grpc-1", "bearer-1"}},
+		"identity of a request": {[]string{"--identity", bob}, []string{"open-1", "bearer-1"}},
+		"service glob":          {[]string{"--service", "pg-*"}, []string{"open-1", "denied-1", "pg-1"}},
+		"since duration":        {[]string{"--since", "1h"}, []string{"open-1"}},
+		"since RFC 3339":        {[]string{"--since", ago(150 * time.Minute)}, []string{"open-1", "denied-1", "tcp-1"}},
+		"until RFC 3339":        {[]string{"--until", ago(150 * time.Minute)}, []string{"grpc-1", "http-1", "pg-1", "bearer-1"}},
+		"since and until":       {[]string{"--since", "4h30m", "--until", "2h30m"}, []string{"grpc-1", "http-1"}},
+		"outcome denied":        {[]string{"--outcome", "denied"}, []string{"denied-1"}},
+		"outcome open":          {[]string{"--outcome", "open"}, []string{"open-1"}},
+		"protocol postgres":     {[]string{"--protocol", "postgres"}, []string{"open-1", "denied-1", "pg-1"}},
+		"limit":                 {[]string{"--limit", "2"}, []string{"open-1", "denied-1"}},
+		"nothing matches":       {[]string{"--identity", "nobody"}, nil},
 	}
 	for name, tc := range tests {
 		for _, source := range []string{"index", "recordings only"} {
@@ -207,6 +219,10 @@ func TestAuditList(t *testing.T) {
 		}
 		if r := rows["open-1"]; r[2] != "-" || r[6] != "open" {
 			t.Errorf("open-1: got %v, want duration - and outcome open", r)
+		}
+		// bearer-1: identified by its first request's key, and one more.
+		if r := rows["bearer-1"]; len(r) != 12 || r[3] != ci || r[4] != "(+1)" {
+			t.Errorf("bearer-1: got %v, want identity %s (+1)", r, ci)
 		}
 		if r := rows["denied-1"]; r[6] != "denied" || r[10] != "1" {
 			t.Errorf("denied-1: got %v, want outcome denied, 1 deny", r)
@@ -254,6 +270,9 @@ func TestAuditListJSON(t *testing.T) {
 	if _, ok := pg["end"]; !ok {
 		t.Error("pg-1 has no end")
 	}
+	if b := byID["bearer-1"]; b["identity"] != ci || fmt.Sprint(b["identities"]) != fmt.Sprint([]any{bob}) {
+		t.Errorf("bearer-1: identity %v, identities %v; want %s, [%s]", b["identity"], b["identities"], ci, bob)
+	}
 	open := byID["open-1"]
 	for _, k := range []string{"end", "duration_ms", "outcome"} {
 		if _, ok := open[k]; ok {
@@ -289,6 +308,11 @@ func TestAuditShow(t *testing.T) {
 				"verified": "ok (8 records, sealed by key " + f.keyID + ")"},
 			has: []string{"postgres.query  4", `record 3: rule "no-writes": write statements are refused`,
 				"4 queries, 1 refused, 1 failed, 3 rows"},
+		},
+		"bearer": {
+			id:     "bearer-1",
+			fields: map[string]string{"identity": ci, "also": bob, "protocol": "http"},
+			has:    []string{"http requests by status", "  200  2", "  401  1"},
 		},
 		"http": {
 			id:     "http-1",
@@ -384,7 +408,7 @@ func TestAuditVerify(t *testing.T) {
 			t.Fatalf("got exit %d (%s)\n%s", code, stderr, stdout)
 		}
 		want := strings.Join([]string{
-			okLine(f, "denied-1", 4), okLine(f, "grpc-1", 5), okLine(f, "http-1", 6),
+			okLine(f, "bearer-1", 6), okLine(f, "denied-1", 4), okLine(f, "grpc-1", 5), okLine(f, "http-1", 6),
 			"open open-1 (3 records so far)", okLine(f, "pg-1", 8), okLine(f, "tcp-1", 5),
 		}, "\n") + "\n"
 		if stdout != want {
@@ -432,11 +456,11 @@ func TestAuditVerify(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("got exit %d, want 1\n%s", code, stdout)
 			}
-			if want := "postern: audit verify: 1 of 6 recordings failed verification\n"; stderr != want {
+			if want := fmt.Sprintf("postern: audit verify: 1 of %d recordings failed verification\n", len(fixtureIDs)); stderr != want {
 				t.Errorf("stderr %q, want %q", stderr, want)
 			}
 			lines := strings.Split(strings.TrimSpace(stdout), "\n")
-			if len(lines) != 6 {
+			if len(lines) != len(fixtureIDs) {
 				t.Fatalf("got %d lines, want one per recording:\n%s", len(lines), stdout)
 			}
 			for _, l := range lines {
@@ -479,7 +503,7 @@ func TestAuditVerify(t *testing.T) {
 				t.Errorf("got %s, want sealed by %s", l, f.keyID)
 			}
 		}
-		if len(results) != 6 || results["open-1"] != "open" || results["pg-1"] != "ok" {
+		if len(results) != len(fixtureIDs) || results["open-1"] != "open" || results["pg-1"] != "ok" {
 			t.Errorf("got %v", results)
 		}
 	})
@@ -491,7 +515,7 @@ func TestAuditVerify(t *testing.T) {
 		stdout, stderr, code := runCmd(t, "audit", "verify", "--data-dir", none, "--recordings", f.rec, "--key", key)
 		// Without the index nothing says open-1 is still being recorded.
 		if code != 1 || !strings.Contains(stdout, "FAIL open-1: record 3: recording ends without a seal") ||
-			!strings.Contains(stdout, okLine(f, "pg-1", 8)) || !strings.Contains(stderr, "1 of 6") {
+			!strings.Contains(stdout, okLine(f, "pg-1", 8)) || !strings.Contains(stderr, fmt.Sprintf("1 of %d", len(fixtureIDs))) {
 			t.Errorf("got exit %d\n%s%s", code, stdout, stderr)
 		}
 		_, stderr, code = runCmd(t, "audit", "verify", "--data-dir", none, "--recordings", f.rec)

@@ -125,6 +125,9 @@ func scanRow(file File) (store.Session, error) {
 		row.Protocol, row.Agent, row.Transport = d.Protocol, d.Agent, d.Transport
 		row.Database, row.DBUser = d.Database, d.User
 	}
+	for _, id := range sum.Identities {
+		row.AddIdentity(id)
+	}
 	row.Start = sum.First
 	if sum.End != nil {
 		row.End = sum.Last

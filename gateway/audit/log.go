@@ -294,6 +294,10 @@ func (s *session) index(e protocols.Event) {
 		s.row.Events = s.seq + 1 // with the seal
 	case *protocols.AuthzDeny:
 		s.row.Denies++
+	case *protocols.HTTPRequestEvent:
+		s.row.AddIdentity(d.Identity)
+	case *protocols.GRPCCallEvent:
+		s.row.AddIdentity(d.Identity)
 	}
 	if s.row.Start.IsZero() {
 		s.row.Start = e.Time.UTC()

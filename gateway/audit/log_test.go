@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -341,4 +342,72 @@ func TestLiveIndexRow(t *testing.T) {
 	if row, _ := idx.get("s-1"); row.Events != 6 || row.Status != StatusSealed {
 		t.Fatalf("index row %+v, want 6 records, sealed", row)
 	}
+}
+
+// TestRequestIdentitiesIndexed: a session without a connection identity
+// (bearer tokens on HTTP or gRPC) is indexed under the identities that made
+// its requests, the same way live, when read back without an index, and
+// when recovered after a crash.
+func TestRequestIdentitiesIndexed(t *testing.T) {
+	const (
+		ann = "spiffe://postern.local/workload/ann"
+		bob = "spiffe://postern.local/workload/bob"
+	)
+	events := func(id string) []protocols.Event {
+		at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+		return []protocols.Event{
+			{Session: id, Time: at(0), Type: protocols.SessionStarted,
+				Data: &protocols.SessionStart{Source: "127.0.0.1:40000", Service: "web", Protocol: protocols.HTTP}},
+			{Session: id, Time: at(1), Type: protocols.HTTPRequested,
+				Data: &protocols.HTTPRequestEvent{Method: "GET", Path: "/", Status: 401}},
+			{Session: id, Time: at(2), Type: protocols.HTTPRequested,
+				Data: &protocols.HTTPRequestEvent{Method: "GET", Path: "/", Identity: ann, Auth: protocols.AuthAPIKey, Status: 200}},
+			{Session: id, Time: at(3), Type: protocols.GRPCCalled,
+				Data: &protocols.GRPCCallEvent{Method: "/p.S/M", Identity: bob, Auth: protocols.AuthOIDC, Status: 7}},
+			{Session: id, Time: at(4), Type: protocols.HTTPRequested,
+				Data: &protocols.HTTPRequestEvent{Method: "GET", Path: "/", Identity: ann, Auth: protocols.AuthAPIKey, Status: 200}},
+			{Session: id, Time: at(5), Type: protocols.SessionEnded,
+				Data: &protocols.SessionEnd{Outcome: protocols.OutcomeOK}},
+		}
+	}
+	check := func(t *testing.T, how string, row store.Session) {
+		t.Helper()
+		if row.Identity != ann || !slices.Equal(row.Identities, []string{bob}) {
+			t.Fatalf("%s: row identity %q, others %q; want %q, [%q]", how, row.Identity, row.Identities, ann, bob)
+		}
+	}
+
+	dir := t.TempDir()
+	idx := &memIndex{}
+	l, _ := openLog(t, dir, Options{Index: idx})
+	for _, e := range events("live") {
+		l.Record(e)
+	}
+	evs := events("cut")
+	for _, e := range evs[:len(evs)-1] {
+		l.Record(e)
+	}
+	l.Close()
+	row, _ := idx.get("live")
+	check(t, "live index", row)
+
+	a := &Archive{Dir: dir}
+	row, _, err := a.Session(context.Background(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "read without an index", row)
+	for _, who := range []string{ann, bob, "*/bob"} {
+		ss, err := a.Sessions(context.Background(), store.SessionFilter{Identity: who, Status: StatusSealed})
+		if err != nil || len(ss) != 1 || ss[0].ID != "live" {
+			t.Fatalf("sessions of %s without an index: %v, %v; want [live]", who, ss, err)
+		}
+	}
+
+	idx = &memIndex{}
+	if n, err := RecoverUnsealed(context.Background(), dir, testKey, idx); err != nil || n != 1 {
+		t.Fatalf("RecoverUnsealed: %d, %v; want 1 recovered", n, err)
+	}
+	row, _ = idx.get("cut")
+	check(t, "recovered", row)
 }

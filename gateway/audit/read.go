@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/postern/postern/gateway/store"
 	"github.com/postern/postern/protocols"
 )
 
@@ -407,6 +408,17 @@ type Summary struct {
 	End     *protocols.SessionEnd
 	Events  map[protocols.EventType]int // records by type
 	Denies  []protocols.AuthzDeny
+	// Identities made requests or calls in the session, in the order they
+	// first did, at most store.MaxIdentities+1 (the connection's identity,
+	// if it made them, and the most others an index row lists).
+	Identities []string
+}
+
+// noteIdentity adds id to s.Identities.
+func (s *Summary) noteIdentity(id string) {
+	if id != "" && len(s.Identities) <= store.MaxIdentities && !slices.Contains(s.Identities, id) {
+		s.Identities = append(s.Identities, id)
+	}
 }
 
 // Summarize reads the recording at path and describes it. On a broken
@@ -437,6 +449,16 @@ func Summarize(path string) (Summary, error) {
 			var d protocols.AuthzDeny
 			if json.Unmarshal(r.Data, &d) == nil {
 				s.Denies = append(s.Denies, d)
+			}
+		case protocols.HTTPRequested:
+			var d protocols.HTTPRequestEvent
+			if json.Unmarshal(r.Data, &d) == nil {
+				s.noteIdentity(d.Identity)
+			}
+		case protocols.GRPCCalled:
+			var d protocols.GRPCCallEvent
+			if json.Unmarshal(r.Data, &d) == nil {
+				s.noteIdentity(d.Identity)
 			}
 		case SealType:
 			s.Sealed = true

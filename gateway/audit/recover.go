@@ -210,6 +210,10 @@ func (s *session) indexRecord(r Record) {
 		data = &protocols.SessionEnd{}
 	case protocols.AuthzDenied:
 		data = &protocols.AuthzDeny{}
+	case protocols.HTTPRequested:
+		data = &protocols.HTTPRequestEvent{}
+	case protocols.GRPCCalled:
+		data = &protocols.GRPCCallEvent{}
 	default:
 		s.row.Events = s.seq
 		return

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 )
@@ -60,28 +61,32 @@ type APIKey struct {
 // Session is one recorded session in the index of recordings: what
 // `postern audit list` shows without opening the recording.
 type Session struct {
-	ID        string
-	Identity  string
-	Source    string
-	Service   string
-	Protocol  string
-	Agent     string
-	Transport string
-	Database  string // Postgres sessions
-	DBUser    string // Postgres sessions
-	Start     time.Time
-	End       time.Time // zero while the session is open
-	BytesIn   int64
-	BytesOut  int64
-	Outcome   string // "" while open; ok, denied, error, truncated
-	Events    int64  // records in the recording
-	Denies    int64  // authz.deny events
-	Status    string // "open" while recording, "sealed" once sealed
+	ID       string
+	Identity string // the connection's identity; for a session without one, the first identity that made a request in it
+	// Identities are the others that made requests in the session (bearer
+	// tokens of HTTP requests and gRPC calls), in the order they first
+	// did, at most MaxIdentities.
+	Identities []string
+	Source     string
+	Service    string
+	Protocol   string
+	Agent      string
+	Transport  string
+	Database   string // Postgres sessions
+	DBUser     string // Postgres sessions
+	Start      time.Time
+	End        time.Time // zero while the session is open
+	BytesIn    int64
+	BytesOut   int64
+	Outcome    string // "" while open; ok, denied, error, truncated
+	Events     int64  // records in the recording
+	Denies     int64  // authz.deny events
+	Status     string // "open" while recording, "sealed" once sealed
 }
 
 // SessionFilter selects sessions. Zero fields match everything.
 type SessionFilter struct {
-	Identity string    // exact, or a glob where * matches any run of characters
+	Identity string    // exact, or a glob where * matches any run of characters; against Identity and Identities
 	Service  string    // exact, or a glob with *
 	Outcome  string    // exact
 	Protocol string    // exact
@@ -91,11 +96,42 @@ type SessionFilter struct {
 	Limit    int       // at most this many; 0: no limit
 }
 
+// MaxIdentities bounds Session.Identities: a session in which more
+// identities acted lists the first ones.
+const MaxIdentities = 64
+
+// AddIdentity notes that id acted in the session (made a request, a call):
+// it becomes the session's Identity if the session has none, and joins
+// Identities otherwise.
+func (s *Session) AddIdentity(id string) {
+	s.Identity, s.Identities = AddIdentity(s.Identity, s.Identities, id)
+}
+
+// AddIdentity is Session.AddIdentity for an identity and its others held
+// elsewhere: it returns them with id noted.
+func AddIdentity(identity string, others []string, id string) (string, []string) {
+	switch {
+	case id == "" || id == identity || slices.Contains(others, id):
+	case identity == "":
+		identity = id
+	case len(others) < MaxIdentities:
+		others = append(others, id)
+	}
+	return identity, others
+}
+
+// HasIdentity reports whether pattern (exact, or a glob where * matches
+// any run of characters) matches the session's Identity or one of its
+// Identities.
+func (s Session) HasIdentity(pattern string) bool {
+	return MatchGlob(pattern, s.Identity) || slices.ContainsFunc(s.Identities, func(id string) bool { return MatchGlob(pattern, id) })
+}
+
 // Matches reports whether s passes f, Limit aside. It is what every Store
 // and every reader of recordings without a store filters by.
 func (f SessionFilter) Matches(s Session) bool {
 	switch {
-	case f.Identity != "" && !MatchGlob(f.Identity, s.Identity),
+	case f.Identity != "" && !s.HasIdentity(f.Identity),
 		f.Service != "" && !MatchGlob(f.Service, s.Service),
 		f.Outcome != "" && f.Outcome != s.Outcome,
 		f.Protocol != "" && f.Protocol != s.Protocol,

@@ -140,6 +140,7 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 type sessionJSON struct {
 	ID         string     `json:"id"`
 	Identity   string     `json:"identity"`
+	Identities []string   `json:"identities,omitempty"` // others that made requests or calls
 	Source     string     `json:"source"`
 	Service    string     `json:"service"`
 	Protocol   string     `json:"protocol"`
@@ -160,7 +161,7 @@ type sessionJSON struct {
 
 func sessionOf(s store.Session) sessionJSON {
 	j := sessionJSON{
-		ID: s.ID, Identity: s.Identity, Source: s.Source, Service: s.Service, Protocol: s.Protocol,
+		ID: s.ID, Identity: s.Identity, Identities: s.Identities, Source: s.Source, Service: s.Service, Protocol: s.Protocol,
 		Agent: s.Agent, Transport: s.Transport, Database: s.Database, DBUser: s.DBUser,
 		BytesIn: s.BytesIn, BytesOut: s.BytesOut, Outcome: s.Outcome, Events: s.Events, Denies: s.Denies,
 		Status: s.Status,

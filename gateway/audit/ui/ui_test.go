@@ -125,7 +125,7 @@ func fixtureSessions() []session {
 			Service: "orders", Protocol: protocols.GRPC, Agent: "app1", Transport: "quic"}, end: ok(300, 500, 250), events: []timed{
 			{20 * time.Millisecond, protocols.GRPCCalled, &protocols.GRPCCallEvent{Method: "/orders.Orders/Get", Auth: protocols.AuthAPIKey,
 				Verdict: protocols.VerdictAllow, Rule: "billing", Status: 0, BytesIn: 30, BytesOut: 200, Duration: 3}},
-			{90 * time.Millisecond, protocols.GRPCCalled, &protocols.GRPCCallEvent{Method: "/orders.Orders/Delete", Auth: protocols.AuthAPIKey,
+			{90 * time.Millisecond, protocols.GRPCCalled, &protocols.GRPCCallEvent{Method: "/orders.Orders/Delete", Auth: protocols.AuthAPIKey, Identity: user("frank"),
 				Verdict: protocols.VerdictDeny, Rule: protocols.DefaultDeny, Status: 7, Message: "denied by policy", Duration: 0.2}},
 		}},
 		{id: "denied-1", start: pg(user("mallory"), "db"), events: []timed{
@@ -244,6 +244,7 @@ type listResp struct {
 	Sessions []struct {
 		ID         string    `json:"id"`
 		Identity   string    `json:"identity"`
+		Identities []string  `json:"identities"`
 		Service    string    `json:"service"`
 		Protocol   string    `json:"protocol"`
 		Outcome    string    `json:"outcome"`
@@ -381,20 +382,21 @@ func TestSessionsFilters(t *testing.T) {
 		query string
 		want  []string
 	}{
-		"identity exact":  {"identity=" + url.QueryEscape(user("bob")), []string{"pg-2"}},
-		"identity glob":   {"identity=" + url.QueryEscape("spiffe://postern.local/user/a*"), []string{"pg-long", "pg-3", "pg-1"}},
-		"identity star":   {"identity=*mallory", []string{"denied-1"}},
-		"service glob":    {"service=" + url.QueryEscape("d*"), []string{"pg-long", "pg-tampered", "denied-1", "pg-2", "pg-1"}},
-		"outcome":         {"outcome=denied", []string{"denied-1"}},
-		"open":            {"outcome=open", []string{"open-1"}},
-		"open, paged":     {"outcome=open&offset=1", nil},
-		"duration ago":    {"since=1h", nil},
-		"protocol":        {"protocol=http", []string{"http-1"}},
-		"since and until": {"since=" + since + "&until=" + until, []string{"http-1", "pg-3"}},
-		"date":            {"until=2026-03-04", nil},
-		"local time":      {"since=2026-03-04T05:07&protocol=postgres", []string{"pg-long"}},
-		"combined":        {"identity=" + url.QueryEscape(user("ann")) + "&service=db", []string{"pg-long", "pg-1"}},
-		"nothing":         {"identity=nobody", nil},
+		"identity exact":     {"identity=" + url.QueryEscape(user("bob")), []string{"pg-2"}},
+		"identity glob":      {"identity=" + url.QueryEscape("spiffe://postern.local/user/a*"), []string{"pg-long", "pg-3", "pg-1"}},
+		"identity star":      {"identity=*mallory", []string{"denied-1"}},
+		"service glob":       {"service=" + url.QueryEscape("d*"), []string{"pg-long", "pg-tampered", "denied-1", "pg-2", "pg-1"}},
+		"outcome":            {"outcome=denied", []string{"denied-1"}},
+		"open":               {"outcome=open", []string{"open-1"}},
+		"open, paged":        {"outcome=open&offset=1", nil},
+		"duration ago":       {"since=1h", nil},
+		"protocol":           {"protocol=http", []string{"http-1"}},
+		"since and until":    {"since=" + since + "&until=" + until, []string{"http-1", "pg-3"}},
+		"date":               {"until=2026-03-04", nil},
+		"local time":         {"since=2026-03-04T05:07&protocol=postgres", []string{"pg-long"}},
+		"combined":           {"identity=" + url.QueryEscape(user("ann")) + "&service=db", []string{"pg-long", "pg-1"}},
+		"nothing":            {"identity=nobody", nil},
+		"identity of a call": {"identity=" + url.QueryEscape(user("frank")), []string{"grpc-1"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var l listResp
@@ -404,6 +406,11 @@ func TestSessionsFilters(t *testing.T) {
 			}
 			if l.Sessions == nil {
 				t.Errorf("sessions is null, want an array")
+			}
+			for _, s := range l.Sessions {
+				if s.ID == "grpc-1" && !slices.Equal(s.Identities, []string{user("frank")}) {
+					t.Errorf("grpc-1: identities %q, want [%s]", s.Identities, user("frank"))
+				}
 			}
 		})
 	}

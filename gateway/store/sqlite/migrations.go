@@ -100,4 +100,14 @@ var migrations = []migration{
 			`CREATE INDEX sessions_service ON sessions (service)`,
 		},
 	},
+	{
+		Version: 4,
+		Name:    "session identities",
+		Stmts: []string{
+			// The identities besides identity that made requests in a
+			// session (store.Session.Identities), one a line: a SPIFFE
+			// ID has no line break.
+			`ALTER TABLE sessions ADD COLUMN identities TEXT NOT NULL DEFAULT ''`,
+		},
+	},
 }

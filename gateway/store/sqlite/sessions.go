@@ -34,10 +34,11 @@ func (d *DB) IndexSessions(ctx context.Context, ss []store.Session) (err error) 
 	}()
 	stmt, err := tx.PrepareContext(ctx,
 		`INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
-		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status, identities)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 		 ON CONFLICT (id) DO UPDATE SET
 		   identity  = excluded.identity,
+		   identities = excluded.identities,
 		   source    = excluded.source,
 		   service   = excluded.service,
 		   protocol  = excluded.protocol,
@@ -61,7 +62,7 @@ func (d *DB) IndexSessions(ctx context.Context, ss []store.Session) (err error) 
 		if _, err = stmt.ExecContext(ctx,
 			s.ID, s.Identity, s.Source, s.Service, s.Protocol, s.Agent, s.Transport,
 			s.Database, s.DBUser, zeroMicros(s.Start), zeroMicros(s.End), s.BytesIn, s.BytesOut,
-			s.Outcome, s.Events, s.Denies, s.Status); err != nil {
+			s.Outcome, s.Events, s.Denies, s.Status, strings.Join(s.Identities, "\n")); err != nil {
 			return fmt.Errorf("indexing session %s: %w", s.ID, err)
 		}
 	}
@@ -73,7 +74,7 @@ func (d *DB) IndexSessions(ctx context.Context, ss []store.Session) (err error) 
 
 const (
 	sessionColumns = `SELECT id, identity, source, service, protocol, agent, transport,
-		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status
+		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status, identities
 		 FROM sessions`
 	oneSessionQuery = sessionColumns + ` WHERE id = $1`
 	sessionOrder    = ` ORDER BY start_at DESC, id`
@@ -197,7 +198,17 @@ func sessionQuery(f store.SessionFilter) query {
 			return pattern
 		}
 	}
-	q.identity = text("identity", f.Identity)
+	// An identity matches the identity column or a line of identities.
+	switch p := f.Identity; {
+	case strings.Trim(p, "*") == "":
+	case !strings.Contains(p, "*"):
+		a := arg(p)
+		where = append(where, "(identity = "+a+" OR (identities <> '' AND instr(char(10) || identities || char(10), char(10) || "+a+" || char(10)) > 0))")
+	default:
+		a := arg(likePattern(p))
+		where = append(where, "(identity LIKE "+a+` ESCAPE '\' OR identities LIKE '%' || `+a+` || '%' ESCAPE '\')`)
+		q.identity = p
+	}
 	q.service = text("service", f.Service)
 	if f.Outcome != "" {
 		where = append(where, "outcome = "+arg(f.Outcome))
@@ -230,7 +241,7 @@ func sessionQuery(f store.SessionFilter) query {
 
 // match reports whether s matches the query's globs, case-sensitively.
 func (q query) match(s store.Session) bool {
-	return (q.identity == "" || store.MatchGlob(q.identity, s.Identity)) &&
+	return (q.identity == "" || s.HasIdentity(q.identity)) &&
 		(q.service == "" || store.MatchGlob(q.service, s.Service))
 }
 
@@ -257,13 +268,17 @@ func scanSession(row interface{ Scan(dest ...any) error }) (store.Session, error
 	var (
 		s          store.Session
 		start, end int64
+		identities string
 	)
 	if err := row.Scan(&s.ID, &s.Identity, &s.Source, &s.Service, &s.Protocol, &s.Agent, &s.Transport,
 		&s.Database, &s.DBUser, &start, &end, &s.BytesIn, &s.BytesOut, &s.Outcome, &s.Events, &s.Denies,
-		&s.Status); err != nil {
+		&s.Status, &identities); err != nil {
 		return store.Session{}, err
 	}
 	s.Start, s.End = fromZeroMicros(start), fromZeroMicros(end)
+	if identities != "" {
+		s.Identities = strings.Split(identities, "\n")
+	}
 	return s, nil
 }
 

@@ -29,14 +29,16 @@ func sessionEqual(a, b store.Session) bool {
 		a.Start.Equal(b.Start) && a.Start.IsZero() == b.Start.IsZero() &&
 		a.End.Equal(b.End) && a.End.IsZero() == b.End.IsZero() &&
 		a.BytesIn == b.BytesIn && a.BytesOut == b.BytesOut && a.Outcome == b.Outcome &&
-		a.Events == b.Events && a.Denies == b.Denies && a.Status == b.Status
+		a.Events == b.Events && a.Denies == b.Denies && a.Status == b.Status &&
+		slices.Equal(a.Identities, b.Identities)
 }
 
 func TestSessionRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	d := openTest(t, testPath(t))
 	sealed := store.Session{
-		ID: "s1", Identity: "spiffe://td/user/ann", Source: "10.0.0.1:4000", Service: "pg",
+		ID: "s1", Identity: "spiffe://td/user/ann", Identities: []string{"spiffe://td/user/bo", "spiffe://td/user/cy"},
+		Source: "10.0.0.1:4000", Service: "pg",
 		Protocol: "postgres", Agent: "db1", Transport: "quic", Database: "shop", DBUser: "app",
 		Start: sessionT0, End: sessionT0.Add(time.Minute), BytesIn: 100, BytesOut: 2000,
 		Outcome: "ok", Events: 42, Denies: 1, Status: "sealed",
@@ -192,11 +194,7 @@ func TestSessionsFilter(t *testing.T) {
 	if err := d.IndexSessions(ctx, index); err != nil {
 		t.Fatalf("IndexSessions: %v", err)
 	}
-	tests := []struct {
-		name string
-		f    store.SessionFilter
-		want []string
-	}{
+	tests := []filterTest{
 		{name: "all, newest first, ties by id", f: store.SessionFilter{},
 			want: []string{"h", "g", "f", "e", "d", "c", "c0", "c2", "b", "a", "z"}},
 		{name: "identity exact", f: store.SessionFilter{Identity: "spiffe://td/user/ann"}, want: []string{"a"}},
@@ -234,14 +232,63 @@ func TestSessionsFilter(t *testing.T) {
 		{name: "everything", f: store.SessionFilter{Identity: "spiffe://td/user/*", Service: "s*", Outcome: "ok",
 			Protocol: "tcp", Since: at(2), Until: at(3), Limit: 1}, want: []string{"c0"}},
 	}
+	checkFilters(t, d, tests)
+}
+
+// TestSessionsFilterIdentities: an identity filter matches the identity
+// column or any of the others that made requests in a session.
+func TestSessionsFilterIdentities(t *testing.T) {
+	ctx := context.Background()
+	d := openTest(t, testPath(t))
+	at := func(m int) time.Time { return sessionT0.Add(time.Duration(m) * time.Minute) }
+	index := []store.Session{
+		{ID: "a", Identity: "spiffe://td/user/ann", Service: "web", Start: at(0)},
+		{ID: "b", Identity: "spiffe://td/workload/ci", Identities: []string{"spiffe://td/user/ann", "spiffe://td/user/b_b"},
+			Service: "web", Start: at(1)},
+		{ID: "c", Identity: "spiffe://td/user/bob", Identities: []string{"spiffe://td/user/annex"}, Service: "web", Start: at(2)},
+		{ID: "d", Identity: "spiffe://td/user/bxb", Service: "web", Start: at(3)},
+	}
+	if err := d.IndexSessions(ctx, index); err != nil {
+		t.Fatalf("IndexSessions: %v", err)
+	}
+	tests := []filterTest{
+		{name: "exact, column or others", f: store.SessionFilter{Identity: "spiffe://td/user/ann"}, want: []string{"b", "a"}},
+		{name: "exact is a whole line, not a prefix", f: store.SessionFilter{Identity: "spiffe://td/user/anne"}, want: []string{}},
+		{name: "exact, only in others", f: store.SessionFilter{Identity: "spiffe://td/user/annex"}, want: []string{"c"}},
+		{name: "exact with limit", f: store.SessionFilter{Identity: "spiffe://td/user/ann", Limit: 1}, want: []string{"b"}},
+		{name: "exact underscore is literal", f: store.SessionFilter{Identity: "spiffe://td/user/b_b"}, want: []string{"b"}},
+		{name: "glob over others", f: store.SessionFilter{Identity: "*/ann*"}, want: []string{"c", "b", "a"}},
+		{name: "glob underscore is literal", f: store.SessionFilter{Identity: "*/b_b"}, want: []string{"b"}},
+		{name: "glob within one line, not across two", f: store.SessionFilter{Identity: "*ann*b_b"}, want: []string{}},
+		{name: "glob matches one line whole", f: store.SessionFilter{Identity: "spiffe://td/user/ann"}, want: []string{"b", "a"}},
+	}
+	checkFilters(t, d, tests)
+}
+
+// filterTest is a filter and the sessions it must list, in order.
+type filterTest struct {
+	name string
+	f    store.SessionFilter
+	want []string
+}
+
+// checkFilters runs each test against d, and checks that what d lists
+// store.SessionFilter.Matches too.
+func checkFilters(t *testing.T, d *DB, tests []filterTest) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := d.Sessions(ctx, tt.f)
+			got, err := d.Sessions(context.Background(), tt.f)
 			if err != nil {
 				t.Fatalf("Sessions: %v", err)
 			}
 			if ids := sessionIDs(got); !slices.Equal(ids, tt.want) {
 				t.Fatalf("got %v, want %v", ids, tt.want)
+			}
+			for _, s := range got {
+				if !tt.f.Matches(s) {
+					t.Errorf("session %s listed but store.SessionFilter.Matches refuses it", s.ID)
+				}
 			}
 		})
 	}

@@ -231,7 +231,11 @@
       const tr = el('tr', { className: `row row-${s.outcome || 'open'}`, tabIndex: 0, dataset: { id: s.id } },
         el('td', null, el('code', { text: s.id })),
         el('td', { className: 'nowrap', text: fmtTime(s.start) }),
-        el('td', { className: 'identity', text: s.identity || '—', title: s.source ? `from ${s.source}` : undefined }),
+        el('td', {
+          className: 'identity',
+          text: (s.identity || '—') + (s.identities ? ` (+${s.identities.length})` : ''),
+          title: [s.source ? `from ${s.source}` : '', ...(s.identities || [])].filter(Boolean).join('\n') || undefined,
+        }),
         el('td', { text: s.service || '—' }),
         el('td', { text: s.protocol || '—' }),
         el('td', null, outcomePill(s.outcome)),
@@ -368,6 +372,7 @@
     const end = sum && sum.end;
     const rows = [
       ['Identity', s.identity || '—'],
+      ['Also', s.identities ? s.identities.join(', ') : null],
       ['Groups', start && start.groups ? start.groups.join(', ') : null],
       ['Source', s.source],
       ['Service', s.service],
@@ -389,7 +394,7 @@
     const frag = document.createDocumentFragment();
     for (const [k, v] of rows) {
       if (v === null || v === undefined || v === '') continue;
-      frag.append(el('div', { className: k === 'Identity' || k === 'Error' ? 'kv wide' : 'kv' }, el('dt', { text: k }), el('dd', null, v)));
+      frag.append(el('div', { className: k === 'Identity' || k === 'Also' || k === 'Error' ? 'kv wide' : 'kv' }, el('dt', { text: k }), el('dd', null, v)));
     }
     $('#p-header').replaceChildren(frag);
     if (d.summary_error && !P.broken) showWarning(d.summary_error);
