@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/postern/postern/gateway/store"
@@ -76,19 +79,71 @@ func TestOpenReadOnlySnapshot(t *testing.T) {
 	}
 }
 
-// TestOpenReadOnlyRefusesOtherSchema: a store this binary did not migrate
-// is refused rather than misread.
+// TestOpenReadOnlyRefusesOtherSchema: a store older than the sessions
+// index, or migrated by a newer Postern, is refused rather than misread,
+// with one error that says which.
 func TestOpenReadOnlyRefusesOtherSchema(t *testing.T) {
+	latest := migrations[len(migrations)-1].Version
+	for _, tc := range []struct {
+		version int
+		want    string
+		tooNew  bool
+	}{
+		{version: 1, want: "older than the sessions index"},
+		{version: latest + 1, want: "newer than this binary reads", tooNew: true},
+	} {
+		t.Run(fmt.Sprint(tc.version), func(t *testing.T) {
+			path := testPath(t)
+			db, err := sql.Open("sqlite", "file:"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at BIGINT); INSERT INTO schema_migrations VALUES ($1, 'x', 0)`, tc.version); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			_, err = OpenReadOnly(context.Background(), path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "schema version") != 1 ||
+				errors.Is(err, store.ErrSchemaTooNew) != tc.tooNew {
+				t.Fatalf("got %v, want one error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestOpenReadOnlyOlderSchema: the audit commands of a newer binary read
+// the index of a gateway that has not migrated it yet (an upgrade before
+// the restart, an archived data dir); what the later schema adds reads as
+// empty, and the file is not migrated.
+func TestOpenReadOnlyOlderSchema(t *testing.T) {
+	ctx := context.Background()
 	path := testPath(t)
-	db, err := sql.Open("sqlite", "file:"+path)
+	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Version == identitiesVersion })
+	old, err := open(ctx, path, migrations[:v])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at BIGINT); INSERT INTO schema_migrations VALUES (1, 'first', 0)`); err != nil {
+	if _, err := old.db.ExecContext(ctx, `INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
+		db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
+		VALUES ('s1', 'spiffe://td/user/ann', '', 'web', 'http', '', '', '', '', 1, 0, 0, 0, '', 1, 0, 'open')`); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
-	if _, err := OpenReadOnly(context.Background(), path); err == nil {
-		t.Fatal("opened a store at schema version 1")
+	old.Close()
+	r, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkFilters(t, r, []filterTest{
+		{name: "all", want: []string{"s1"}},
+		{name: "identity exact", f: store.SessionFilter{Identity: "spiffe://td/user/ann"}, want: []string{"s1"}},
+		{name: "identity glob", f: store.SessionFilter{Identity: "*/ann"}, want: []string{"s1"}},
+		{name: "identity of nobody", f: store.SessionFilter{Identity: "*/bob"}, want: []string{}},
+	})
+	if s, err := r.Session(ctx, "s1"); err != nil || s.Identities != nil {
+		t.Fatalf("Session: %+v, %v", s, err)
+	}
+	if v, err := schemaVersion(ctx, r.db); err != nil || v != identitiesVersion-1 {
+		t.Fatalf("schema version %d, %v; want %d, not migrated", v, err, identitiesVersion-1)
 	}
 }

@@ -74,15 +74,24 @@ func (d *DB) IndexSessions(ctx context.Context, ss []store.Session) (err error) 
 
 const (
 	sessionColumns = `SELECT id, identity, source, service, protocol, agent, transport,
-		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status, identities
-		 FROM sessions`
-	oneSessionQuery = sessionColumns + ` WHERE id = $1`
-	sessionOrder    = ` ORDER BY start_at DESC, id`
+		   db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status, `
+	sessionOrder = ` ORDER BY start_at DESC, id`
+	// identitiesVersion is the schema version that added identities.
+	identitiesVersion = 4
 )
+
+// columns is the SELECT of a session row from the FROM clause on; in a
+// file of a schema without identities, they read as empty.
+func (d *DB) columns() string {
+	if d.schema < identitiesVersion {
+		return sessionColumns + `'' FROM sessions`
+	}
+	return sessionColumns + `identities FROM sessions`
+}
 
 // Session implements store.Store.
 func (d *DB) Session(ctx context.Context, id string) (store.Session, error) {
-	s, err := scanSession(d.db.QueryRowContext(ctx, oneSessionQuery, id))
+	s, err := scanSession(d.db.QueryRowContext(ctx, d.columns()+` WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Session{}, fmt.Errorf("looking up session %s: %w", id, store.ErrNotFound)
 	}
@@ -104,7 +113,7 @@ func (d *DB) Sessions(ctx context.Context, f store.SessionFilter) ([]store.Sessi
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("listing sessions: negative limit %d", f.Limit)
 	}
-	q := sessionQuery(f)
+	q := d.sessionQuery(f)
 	rows, err := d.db.QueryContext(ctx, q.sql, q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing sessions: %w", err)
@@ -177,7 +186,7 @@ type query struct {
 
 // sessionQuery builds the query for f. It only compares columns with
 // constants so that SQLite can use the indexes.
-func sessionQuery(f store.SessionFilter) query {
+func (d *DB) sessionQuery(f store.SessionFilter) query {
 	var (
 		q     query
 		where []string
@@ -201,6 +210,8 @@ func sessionQuery(f store.SessionFilter) query {
 	// An identity matches the identity column or a line of identities.
 	switch p := f.Identity; {
 	case strings.Trim(p, "*") == "":
+	case d.schema < identitiesVersion:
+		q.identity = text("identity", p)
 	case !strings.Contains(p, "*"):
 		a := arg(p)
 		where = append(where, "(identity = "+a+" OR (identities <> '' AND instr(char(10) || identities || char(10), char(10) || "+a+" || char(10)) > 0))")
@@ -226,7 +237,7 @@ func sessionQuery(f store.SessionFilter) query {
 		where = append(where, "start_at < "+arg(micros(f.Until)))
 	}
 	var b strings.Builder
-	b.WriteString(sessionColumns)
+	b.WriteString(d.columns())
 	if len(where) > 0 {
 		b.WriteString(" WHERE ")
 		b.WriteString(strings.Join(where, " AND "))
@@ -263,7 +274,7 @@ func likePattern(glob string) string {
 	return b.String()
 }
 
-// scanSession reads one row of sessionColumns.
+// scanSession reads one row of DB.columns.
 func scanSession(row interface{ Scan(dest ...any) error }) (store.Session, error) {
 	var (
 		s          store.Session

@@ -362,7 +362,7 @@ func TestSessionsQueryPlan(t *testing.T) {
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) {
-			q := sessionQuery(f)
+			q := d.sessionQuery(f)
 			rows, err := d.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q.sql, q.args...)
 			if err != nil {
 				t.Fatal(err)

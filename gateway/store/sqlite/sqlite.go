@@ -27,9 +27,10 @@ const UsedTokenRetention = 24 * time.Hour
 // DB is a store.Store in one SQLite file. It is safe for concurrent use, and
 // several processes may open the same file at once.
 type DB struct {
-	db   *sql.DB
-	path string
-	now  func() time.Time
+	db     *sql.DB
+	path   string
+	now    func() time.Time
+	schema int // the schema version of the file: the latest, unless opened read-only
 }
 
 var _ store.Store = (*DB)(nil)
@@ -58,7 +59,7 @@ func open(ctx context.Context, path string, ms []migration) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrating store %s: %w", path, err)
 	}
-	return &DB{db: db, path: abs, now: time.Now}, nil
+	return &DB{db: db, path: abs, now: time.Now, schema: ms[len(ms)-1].Version}, nil
 }
 
 // OpenReadOnly opens the SQLite database at path for reading only, without
@@ -66,8 +67,12 @@ func open(ctx context.Context, path string, ms []migration) (*DB, error) {
 // they must not change, or cannot (a read-only mount, a copy). It opens
 // the file read-only alongside a running gateway; where SQLite cannot even
 // share the write-ahead log's index (its directory is not writable), it
-// opens the file as immutable, which is right for a read-only snapshot. It
-// fails if the schema is not the one this binary writes.
+// opens the file as immutable, which is right for a read-only snapshot.
+//
+// A file of an older Postern (a gateway not restarted since an upgrade, an
+// archived data dir) is read as it is, from the version that added the
+// sessions index on: what later versions added reads as empty. A file
+// migrated by a newer Postern is refused.
 func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -80,8 +85,33 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 			return db, nil
 		}
 		errs = append(errs, err)
+		var ve versionError
+		if errors.As(err, &ve) {
+			break // read, and not one this binary reads: immutable would not change that
+		}
 	}
 	return nil, fmt.Errorf("opening store %s read-only: %w", path, errors.Join(errs...))
+}
+
+// sessionsVersion is the schema version that added the sessions index,
+// the oldest that OpenReadOnly reads.
+const sessionsVersion = 3
+
+// versionError is a schema version OpenReadOnly does not read.
+type versionError struct{ have, want int }
+
+func (e versionError) Error() string {
+	if e.have > e.want {
+		return fmt.Sprintf("database is at schema version %d, newer than this binary reads (%d): %v", e.have, e.want, store.ErrSchemaTooNew)
+	}
+	return fmt.Sprintf("database is at schema version %d, older than the sessions index (%d): start its gateway once with this binary to migrate it, or read the recordings alone with --recordings", e.have, sessionsVersion)
+}
+
+func (e versionError) Unwrap() error {
+	if e.have > e.want {
+		return store.ErrSchemaTooNew
+	}
+	return nil
 }
 
 func openReadOnly(ctx context.Context, abs, mode string) (*DB, error) {
@@ -97,14 +127,14 @@ func openReadOnly(ctx context.Context, abs, mode string) (*DB, error) {
 		return nil, err
 	}
 	v, err := schemaVersion(ctx, db)
-	if err == nil && v != migrations[len(migrations)-1].Version {
-		err = fmt.Errorf("database is at schema version %d, this binary reads version %d", v, migrations[len(migrations)-1].Version)
+	if latest := migrations[len(migrations)-1].Version; err == nil && (v > latest || v < sessionsVersion) {
+		err = versionError{have: v, want: latest}
 	}
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	return &DB{db: db, path: abs, now: time.Now}, nil
+	return &DB{db: db, path: abs, now: time.Now, schema: v}, nil
 }
 
 // dsn returns the modernc.org/sqlite data source name for the file at the
