@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/net/http2"
 
 	"github.com/postern/postern/gateway/assertion"
 	"github.com/postern/postern/pki"
@@ -71,9 +70,9 @@ func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service,
 
 // upstreams holds one RoundTripper per HTTP or gRPC service, shared by all
 // its clients, so that tunnel streams are reused across requests: HTTP/1.1
-// keep-alive connections for HTTP services, one HTTP/2 connection carrying
-// every call for gRPC services. Each of those connections is a tunnel
-// stream to an agent of the service.
+// keep-alive connections for HTTP services, one HTTP/2 connection per
+// agent carrying the calls for gRPC services (grpcUpstream). Each of those
+// connections is a tunnel stream to an agent of the service.
 type upstreams struct {
 	mu sync.Mutex
 	m  map[string]http.RoundTripper
@@ -97,15 +96,7 @@ func (s *Server) upstream(service, proto string) http.RoundTripper {
 	}
 	var rt http.RoundTripper
 	if proto == protocols.GRPC {
-		rt = &http2.Transport{
-			AllowHTTP:          true, // h2c inside the tunnel stream
-			DisableCompression: true,
-			ReadIdleTimeout:    30 * time.Second,
-			PingTimeout:        10 * time.Second,
-			DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
-				return dial(ctx)
-			},
-		}
+		rt = &grpcUpstream{s: s, service: service}
 	} else {
 		rt = &http.Transport{
 			DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },

@@ -3,11 +3,14 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/postern/postern/agent"
 	"github.com/postern/postern/internal/sample"
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/protocols"
@@ -260,5 +264,75 @@ func TestGRPCWithGrpcurl(t *testing.T) {
 	// The reader may not use reflection: grpcurl is told which rule said no.
 	if out, err := run(env.reader, "ADDR", "list"); err == nil || !strings.Contains(out, "PermissionDenied") || !strings.Contains(out, "grpc-readers") {
 		t.Errorf("reader list: got %q, %v; want PermissionDenied naming grpc-readers", out, err)
+	}
+}
+
+// TestGRPCSeveralAgents: the calls of a gRPC service are spread over the
+// agents that serve it, though every call of a client travels one HTTP/2
+// connection; a call whose agent cannot reach its upstream goes to the
+// next agent, and the calls go on when an agent leaves.
+func TestGRPCSeveralAgents(t *testing.T) {
+	g := startGateway(t, httpPolicy)
+	var mu sync.Mutex
+	served := map[string]int{}
+	upstream := func(name string) string {
+		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			mu.Lock()
+			served[name]++
+			mu.Unlock()
+			return h(ctx, req)
+		}
+		return startSample(t, func(ctx context.Context, ln net.Listener) error {
+			return sample.ServeGRPC(ctx, ln, grpc.ChainUnaryInterceptor(count))
+		})
+	}
+	agents := map[string]*ag{}
+	for i, transport := range []string{"quic", "tls"} {
+		name := fmt.Sprintf("app%d", i+1)
+		agents[name] = startAgent(t, g, name, transport, t.TempDir(),
+			agent.Service{Name: "orders", Protocol: "grpc", Address: upstream(name)})
+		agents[name].waitConnected(t)
+	}
+	c := testpb.NewTestServiceClient(grpcConn(t, g, "orders", issue(t, g, readerUser, "readers")))
+	calls := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{}); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+	}
+	calls(20)
+	mu.Lock()
+	if served["app1"] == 0 || served["app2"] == 0 || served["app1"]+served["app2"] != 20 {
+		t.Fatalf("calls served by agent: %v, want 20 spread over app1 and app2", served)
+	}
+	mu.Unlock()
+
+	// An agent whose upstream is down: its turns go to the others.
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	startAgent(t, g, "app3", "tls", t.TempDir(),
+		agent.Service{Name: "orders", Protocol: "grpc", Address: deadAddr}).waitConnected(t)
+	calls(20)
+
+	// An agent that leaves: once the gateway has seen it go, the others
+	// carry every call.
+	agents["app1"].stop()
+	waitFor(t, 10*time.Second, "the gateway sees app1 leave", func() bool {
+		return strings.Contains(g.logs.String(), `msg="agent disconnected" agent=app1 `)
+	})
+	mu.Lock()
+	clear(served)
+	mu.Unlock()
+	calls(20)
+	mu.Lock()
+	defer mu.Unlock()
+	if served["app1"] != 0 || served["app2"] != 20 {
+		t.Fatalf("after app1 left, calls served by agent: %v, want all 20 by app2", served)
 	}
 }
