@@ -104,11 +104,13 @@ func (d *DB) Session(ctx context.Context, id string) (store.Session, error) {
 // Sessions implements store.Store. A negative Limit is an error.
 //
 // Identity and Service match case-sensitively, as in PostgreSQL. An exact
-// value is compared with =, which is case-sensitive in both databases. A
+// value is compared with = (and, for Identity, found as a whole line of
+// identities with instr), which is case-sensitive in both databases. A
 // glob becomes LIKE … ESCAPE '\', portable but case-insensitive for ASCII
-// in SQLite, so it only narrows the rows read; each row is then matched
-// against the glob here. With a glob the limit is therefore applied while
-// reading rather than in SQL.
+// in SQLite, and on identities it may match across two lines, so it only
+// narrows the rows read; each row is then matched against the glob here.
+// With a glob the limit is therefore applied while reading rather than in
+// SQL.
 func (d *DB) Sessions(ctx context.Context, f store.SessionFilter) ([]store.Session, error) {
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("listing sessions: negative limit %d", f.Limit)
@@ -184,8 +186,9 @@ type query struct {
 	service  string // likewise for service
 }
 
-// sessionQuery builds the query for f. It only compares columns with
-// constants so that SQLite can use the indexes.
+// sessionQuery builds the query for f. It compares columns with constants
+// so that SQLite can use the indexes, except for an identity, which is
+// also looked for in identities (no index: a scan of the rows in range).
 func (d *DB) sessionQuery(f store.SessionFilter) query {
 	var (
 		q     query
