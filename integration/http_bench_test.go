@@ -43,16 +43,22 @@ const benchConns = 50
 // BenchmarkHTTP: GET /v1/orders/7 with keep-alive over 50 HTTP/1.1
 // connections, directly to the sample upstream and through Postern over each
 // tunnel transport (client TLS with an SVID, per-request policy, assertion,
-// audit). Reports requests/s and the p50 and p99 latency.
+// audit). relay2, the yardstick, is two plain TCP relays in a row in front
+// of the upstream — the two hops of Postern's chain with nothing else.
+// Reports requests/s and the p50 and p99 latency.
 func BenchmarkHTTP(b *testing.B) {
 	upstream := startSampleHTTP(b)
-	for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var c *http.Client
 			url := "http://" + upstream + "/v1/orders/7"
-			if path == "direct" {
+			switch path {
+			case "direct", "relay2":
+				if path == "relay2" {
+					url = "http://" + relayHops(b, 2, upstream) + "/v1/orders/7"
+				}
 				c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
-			} else {
+			default:
 				g, svid := startBenchHTTP(b, path, agent.Service{Name: "api", Protocol: "http", Address: upstream})
 				c = httpClient(g, svid, false)
 				tr := c.Transport.(*http.Transport)
@@ -80,19 +86,25 @@ func BenchmarkHTTP(b *testing.B) {
 }
 
 // BenchmarkGRPC: unary calls (a 100-byte payload each way), 50 in flight on
-// one client connection, directly and through Postern over each transport.
+// one client connection, directly, through two plain TCP relays (relay2, as
+// in BenchmarkHTTP) and through Postern over each transport.
 func BenchmarkGRPC(b *testing.B) {
 	upstream := startSampleGRPC(b)
-	for _, path := range []string{"direct", tunnel.TLS, tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var cc *grpc.ClientConn
-			if path == "direct" {
+			switch path {
+			case "direct", "relay2":
+				addr := upstream
+				if path == "relay2" {
+					addr = relayHops(b, 2, upstream)
+				}
 				var err error
-				if cc, err = grpc.NewClient("passthrough:///"+upstream, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+				if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 					b.Fatal(err)
 				}
 				b.Cleanup(func() { cc.Close() })
-			} else {
+			default:
 				g, svid := startBenchHTTP(b, path, agent.Service{Name: "orders", Protocol: "grpc", Address: upstream})
 				cc = grpcConn(b, g, "orders", svid)
 			}

@@ -59,17 +59,23 @@ func BenchmarkPgbench(b *testing.B) {
 	scripts := map[string][]string{"select": {"-S"}, "tpcb": {}, "select-prepared": {"-S", "-M", "prepared"}}
 
 	paths := map[string][]string{"direct": {"PGHOST=127.0.0.1", "PGPORT=5432", "PGSSLMODE=disable"}}
-	// The yardstick of one plain hop: a TCP relay in this process, no TLS,
-	// no tunnel, no parsing. Postern's chain has two such hops and two
-	// TLS layers.
-	_, relayPort, _ := net.SplitHostPort(serveTCP(b, func(c net.Conn) {
-		up, err := net.Dial("tcp", "127.0.0.1:5432")
-		if err != nil {
-			return
-		}
-		(&tcp.Relay{}).Run(context.Background(), c, up)
-	}))
-	paths["relay"] = []string{"PGHOST=127.0.0.1", "PGPORT=" + relayPort, "PGSSLMODE=disable"}
+	// Yardsticks, plain TCP relays with no TLS, no tunnel and no parsing:
+	// relay is one hop in this process (Go, like Postern's), relay2 two in
+	// a row — Postern's chain has two hops (gateway, agent), which the
+	// architecture fixes: the agent dials out to the gateway. socat and
+	// socat2 are the same in C, one process per hop outside the Go runtime,
+	// like the one-hop proxies the targets were set against; they are run
+	// when socat is installed.
+	relayEnv := func(addr string) []string {
+		_, port, _ := net.SplitHostPort(addr)
+		return []string{"PGHOST=127.0.0.1", "PGPORT=" + port, "PGSSLMODE=disable"}
+	}
+	paths["relay"] = relayEnv(relayHops(b, 1, "127.0.0.1:5432"))
+	paths["relay2"] = relayEnv(relayHops(b, 2, "127.0.0.1:5432"))
+	if _, err := exec.LookPath("socat"); err == nil {
+		paths["socat"] = relayEnv(socatHops(b, 1, "127.0.0.1:5432"))
+		paths["socat2"] = relayEnv(socatHops(b, 2, "127.0.0.1:5432"))
+	}
 	// norec is the TLS chain with a gateway that records nothing: what
 	// recording costs is the difference to tls.
 	const norec = tunnel.TLS + "-norec"
@@ -110,7 +116,10 @@ func BenchmarkPgbench(b *testing.B) {
 		})
 	}
 	for _, script := range []string{"select", "select-prepared", "tpcb"} {
-		for _, path := range []string{"direct", "relay", tunnel.TLS, norec, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
+		for _, path := range []string{"direct", "relay", "relay2", "socat", "socat2", tunnel.TLS, norec, tunnel.TLS + "-raw", tunnel.QUIC, tunnel.QUIC + "-raw"} {
+			if paths[path] == nil {
+				continue // socat is not installed
+			}
 			b.Run(script+"/"+path, func(b *testing.B) {
 				perClient := max(b.N/4, 1)
 				args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))
@@ -181,6 +190,51 @@ func BenchmarkPgbench(b *testing.B) {
 			b.ReportMetric(median(offCPU), "off-cpu-µs/txn")
 		})
 	}
+}
+
+// relayHops runs n plain TCP relays (tcp.Relay) in this process, one in
+// front of the other, the last in front of upstream, and returns the
+// address of the first.
+func relayHops(b testing.TB, n int, upstream string) string {
+	addr := upstream
+	for range n {
+		next := addr
+		addr = serveTCP(b, func(c net.Conn) {
+			up, err := net.Dial("tcp", next)
+			if err != nil {
+				return
+			}
+			(&tcp.Relay{}).Run(context.Background(), c, up)
+		})
+	}
+	return addr
+}
+
+// socatHops starts n socat processes, each a plain TCP relay that forks per
+// connection, one in front of the other, the last in front of upstream, and
+// returns the address of the first.
+func socatHops(b *testing.B, n int, upstream string) string {
+	addr := upstream
+	for range n {
+		port := strconv.Itoa(freePort(b))
+		cmd := exec.Command("socat", "TCP-LISTEN:"+port+",bind=127.0.0.1,fork,reuseaddr", "TCP:"+addr)
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("starting socat: %v", err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		addr = net.JoinHostPort("127.0.0.1", port)
+		waitFor(b, 5*time.Second, "socat listening on "+addr, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
+	return addr
 }
 
 // processCPU returns the CPU time, user and system, of this process so far.

@@ -3,10 +3,13 @@
 #
 #   whole chain   BenchmarkChain/{direct,tls,quic}, BenchmarkConnect/{tls,quic}
 #                 (./integration/)
-#   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy (./protocols/tunnel/...)
+#   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy, BenchmarkRoundTrip
+#                 (./protocols/tunnel/...)
 #   relay         BenchmarkRelay (./protocols/tcp/)
 #   postgres      BenchmarkPgbench/{select,select-prepared,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
-#                 (./integration/, pgbench against 127.0.0.1:5432), and the
+#                 and the yardsticks relay, relay2 (one and two plain TCP relay
+#                 hops in Go) and socat, socat2 (the same in C, when socat is
+#                 installed) (./integration/, pgbench against 127.0.0.1:5432), and the
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
@@ -17,7 +20,7 @@
 #                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
 #                 `audit list` over 10,000 sessions), BenchmarkSessions
 #                 (./gateway/audit/ui/), BenchmarkSessionsAll (./gateway/store/sqlite/)
-#   http, grpc    BenchmarkHTTP/{direct,tls,quic}, BenchmarkGRPC/{direct,tls,quic}
+#   http, grpc    BenchmarkHTTP/{direct,relay2,tls,quic}, BenchmarkGRPC/{direct,relay2,tls,quic}
 #                 (./integration/: 50 keep-alive connections, unary calls 50 in
 #                 flight), and the per-request parts: BenchmarkAuthorizeHTTPRequest,
 #                 BenchmarkCleanPath, BenchmarkAssert, BenchmarkAuthenticate*
@@ -80,9 +83,9 @@ run() {
 }
 
 run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -count "$count" ./integration/
-run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
+run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy|BenchmarkRoundTrip)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
-run postgres -bench '^BenchmarkPgbench$/./(direct|relay|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
+run postgres -bench '^BenchmarkPgbench$/./(direct|relay|relay2|socat|socat2|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
 # Recording on against off, interleaved in 8 rounds of 2,000 transactions a path.
 run recording -bench '^BenchmarkPgbench$/(select|select-prepared)/recording$' -benchtime 128000x -count "$count" ./integration/
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/

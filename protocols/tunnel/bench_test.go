@@ -123,3 +123,56 @@ func BenchmarkBulkCopy(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRoundTrip measures what one small message there and back costs
+// on an open stream — a query and its answer: 64 bytes written, echoed,
+// read. tcp is the same over a plain loopback TCP connection, the yardstick.
+func BenchmarkRoundTrip(b *testing.B) {
+	echo := func(c net.Conn) { _, _ = io.CopyBuffer(onlyWriter{c}, onlyReader{c}, make([]byte, 32<<10)) }
+	roundTrips := func(b *testing.B, c net.Conn) {
+		msg, got := make([]byte, 64), make([]byte, 64)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("tcp", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			echo(c)
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		roundTrips(b, c)
+	})
+	for _, tr := range transports {
+		b.Run(tr.name, func(b *testing.B) {
+			client, server := pair(b, tr, nil)
+			serve(b, server, echo)
+			st, err := client.OpenStream(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			roundTrips(b, st)
+		})
+	}
+}
