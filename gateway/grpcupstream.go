@@ -70,7 +70,7 @@ func (u *grpcUpstream) transport(a *agentConn) *http2.Transport {
 				u.s.log.Warn("agent could not serve stream", "agent", a.name, "service", u.service, "err", err)
 				return nil, dialError{err}
 			}
-			return st, nil
+			return newCoalescingConn(st), nil
 		},
 	}
 	if u.ts == nil {
