@@ -3,6 +3,8 @@ package tlsmux
 import (
 	"crypto/tls"
 	"encoding/binary"
+
+	"github.com/postern/postern/protocols/tunnel"
 )
 
 // yamux v0.1.2 frame header: version, type, flags (2), stream id (4),
@@ -12,40 +14,34 @@ const (
 	frameTypeData  = 0
 )
 
-// frameConn is the TLS connection as yamux sees it. yamux v0.1.2 writes each
-// frame's 12-byte header and its body in two Writes, which on TLS costs a
-// record and a syscall each; frameConn holds a data frame's header back and
-// sends it with the body in one Write. Only yamux's send loop writes to it.
-//
-// When the connection under the tls.Conn is a BatchConn, the records of one
-// frame also leave in a single write.
+// frameConn is the TLS connection as yamux sees it. Its writes go through a
+// CoalescingConn: yamux's send loop hands a frame over and goes on to the
+// next while one goroutine sends, and the frames of every stream that were
+// handed over during a send leave together in the next — one TLS record and
+// one socket write for many small frames (the queries and answers of many
+// sessions), where yamux alone writes each frame on its own. yamux v0.1.2
+// also writes each frame's 12-byte header and its body in two Writes;
+// frameConn holds a data frame's header back and hands it over with the
+// body, so that a frame is never split over two sends. Only yamux's send
+// loop writes to it.
 type frameConn struct {
-	*tls.Conn
-	held  bool
-	buf   []byte
-	batch batcher // nil when the conn under TLS cannot batch
+	*tls.Conn // reads
+	out       *tunnel.CoalescingConn
+	held      bool
+	buf       []byte
 }
 
 func newFrameConn(c *tls.Conn) *frameConn {
-	fc := &frameConn{Conn: c}
-	fc.batch, _ = c.NetConn().(batcher)
-	return fc
+	rc := recordConn{Conn: c}
+	rc.batch, _ = c.NetConn().(batcher)
+	return &frameConn{Conn: c, out: tunnel.NewCoalescingConn(rc)}
 }
 
 func (c *frameConn) Write(p []byte) (int, error) {
 	if c.held {
 		c.held = false
 		c.buf = append(c.buf[:frameHeaderLen], p...)
-		if c.batch != nil {
-			c.batch.Hold()
-		}
-		_, err := c.Conn.Write(c.buf)
-		if c.batch != nil {
-			if ferr := c.batch.Flush(); err == nil {
-				err = ferr
-			}
-		}
-		if err != nil {
+		if _, err := c.out.Write(c.buf); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -56,5 +52,29 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	return c.out.Write(p)
+}
+
+// Close stops the sending and closes the TLS connection; what was not sent
+// yet is dropped, as yamux drops its own queue on close.
+func (c *frameConn) Close() error { return c.out.Close() }
+
+// recordConn writes to the TLS connection. When the connection under it is
+// a BatchConn, the records of one write (more than 16 KiB) leave in a single
+// socket write.
+type recordConn struct {
+	*tls.Conn
+	batch batcher // nil when the conn under TLS cannot batch
+}
+
+func (c recordConn) Write(p []byte) (int, error) {
+	if c.batch == nil {
+		return c.Conn.Write(p)
+	}
+	c.batch.Hold()
+	n, err := c.Conn.Write(p)
+	if ferr := c.batch.Flush(); err == nil {
+		err = ferr
+	}
+	return n, err
 }

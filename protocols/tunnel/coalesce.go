@@ -1,24 +1,28 @@
-package gateway
+package tunnel
 
 import (
 	"net"
 	"sync"
 )
 
-// maxCoalesced bounds the bytes a coalescingConn queues: a writer waits
+// maxCoalesced bounds the bytes a CoalescingConn queues: a writer waits
 // while that much is queued. With the send under way, which took the queue
 // before, a conn holds at most about twice this.
 const maxCoalesced = 256 << 10
 
-// coalescingConn is a tunnel stream under the HTTP/2 connection that carries
-// a gRPC service's calls to one agent. Each call's frames are flushed on their
-// own by the HTTP/2 client, which on the bare stream costs every call its own
-// tunnel frame, TLS record and socket write, and the agent a read and a write
-// more. Here writes are gathered and sent by one goroutine: what the calls
-// write while a send is under way leaves together in the next one. A Write
-// returns once its bytes are queued; a send's error is returned by every
-// Write after it.
-type coalescingConn struct {
+// CoalescingConn is a net.Conn whose writes are gathered and sent by one
+// goroutine: what its writers write while a send is under way leaves
+// together in the next send, one Write on the conn under it. Used where many
+// small writes from many sources meet one connection: the tunnel's TLS
+// connection under yamux (the frames of all the streams: one TLS record and
+// one socket write for many), and the tunnel stream under the HTTP/2
+// connection that carries a gRPC service's calls (whose client flushes each
+// call's frames on their own).
+//
+// A Write returns once its bytes are queued, and waits while the queue is
+// full; a send's error is returned by every Write after it. Each Write's
+// bytes are sent whole and in order.
+type CoalescingConn struct {
 	net.Conn
 	mu   sync.Mutex
 	cond sync.Cond // the queue has room, or err is set
@@ -29,14 +33,16 @@ type coalescingConn struct {
 	once sync.Once
 }
 
-func newCoalescingConn(c net.Conn) *coalescingConn {
-	cc := &coalescingConn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+// NewCoalescingConn wraps c and starts its sending goroutine, which ends
+// with Close or the first error.
+func NewCoalescingConn(c net.Conn) *CoalescingConn {
+	cc := &CoalescingConn{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	cc.cond.L = &cc.mu
 	go cc.send()
 	return cc
 }
 
-func (c *coalescingConn) Write(p []byte) (int, error) {
+func (c *CoalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	for c.err == nil && len(c.buf) >= maxCoalesced {
 		c.cond.Wait()
@@ -59,7 +65,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 
 // send writes what is queued, all of it at once, until the conn fails or
 // is closed.
-func (c *coalescingConn) send() {
+func (c *CoalescingConn) send() {
 	var out []byte
 	for {
 		select {
@@ -81,7 +87,7 @@ func (c *coalescingConn) send() {
 	}
 }
 
-func (c *coalescingConn) fail(err error) {
+func (c *CoalescingConn) fail(err error) {
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
@@ -91,7 +97,7 @@ func (c *coalescingConn) fail(err error) {
 }
 
 // Close closes the stream; what is still queued is dropped.
-func (c *coalescingConn) Close() error {
+func (c *CoalescingConn) Close() error {
 	c.once.Do(func() { close(c.done) })
 	c.fail(net.ErrClosed)
 	return c.Conn.Close()

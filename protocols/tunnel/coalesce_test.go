@@ -1,4 +1,4 @@
-package gateway
+package tunnel
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
 func TestCoalescingConnKeepsWritesWhole(t *testing.T) {
 	const writers, perWriter = 16, 500
 	c, s := loopbackPair(t)
-	cc := newCoalescingConn(c)
+	cc := NewCoalescingConn(c)
 	defer cc.Close()
 
 	var wg sync.WaitGroup
@@ -107,7 +107,7 @@ func TestCoalescingConnKeepsWritesWhole(t *testing.T) {
 func TestCoalescingConnBoundsQueue(t *testing.T) {
 	c, peer := net.Pipe() // nobody reads peer: the first send blocks
 	defer peer.Close()
-	cc := newCoalescingConn(c)
+	cc := NewCoalescingConn(c)
 	chunk := make([]byte, 16<<10)
 	var accepted int
 	result := make(chan error, 1)
@@ -146,7 +146,7 @@ func TestCoalescingConnBoundsQueue(t *testing.T) {
 // When a send fails, every later Write says so.
 func TestCoalescingConnReportsSendError(t *testing.T) {
 	c, peer := net.Pipe()
-	cc := newCoalescingConn(c)
+	cc := NewCoalescingConn(c)
 	defer cc.Close()
 	peer.Close()
 	var err error
