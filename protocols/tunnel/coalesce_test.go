@@ -160,3 +160,31 @@ func TestCoalescingConnReportsSendError(t *testing.T) {
 		t.Fatalf("write after the peer closed: got %v, want io.ErrClosedPipe", err)
 	}
 }
+
+// What was written before Close reaches the peer before the conn closes.
+func TestCoalescingConnSendsQueuedOnClose(t *testing.T) {
+	c, s := loopbackPair(t)
+	cc := NewCoalescingConn(c)
+	var want []byte
+	for i := range 200 {
+		p := bytes.Repeat([]byte{byte(i)}, 1000)
+		want = append(want, p...)
+		if _, err := cc.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(s)
+		got <- b
+	}()
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes before the close, want the %d written", len(b), len(want))
+	}
+	if _, err := cc.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: got %v, want net.ErrClosed", err)
+	}
+}

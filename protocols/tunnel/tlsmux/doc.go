@@ -20,6 +20,11 @@
 //     limit is reached AcceptStream waits, and further streams wait in
 //     yamux's backlog (256) or are refused by it.
 //
+// Writes: yamux's send loop hands each frame (header and body in one piece)
+// to a tunnel.CoalescingConn and goes on; one goroutine sends, and the
+// frames of all streams handed over during a send leave together, one TLS
+// write and, through BatchConn, one socket write.
+//
 // Dead-peer detection: a yamux ping goes out every KeepAlive; when one is not
 // answered within IdleTimeout−KeepAlive the session is closed.
 package tlsmux
