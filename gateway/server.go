@@ -194,6 +194,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if n > 0 {
 		s.log.Warn("sealed recordings cut short by the last stop as truncated", "count", n)
 	}
+	if n, err := audit.Rescan(ctx, data.RecordingsPath(), data.Store); err != nil {
+		s.log.Error("rescanning recordings for the sessions index", "err", err)
+	} else if n > 0 {
+		s.log.Info("sessions index rows made again from their recordings", "count", n)
+	}
 	aopts := cfg.Audit
 	if cfg.RecordingsURL != "" {
 		if s.bucket, err = blob.OpenBucket(ctx, cfg.RecordingsURL); err != nil {

@@ -189,8 +189,12 @@ type Store interface {
 	// APIKeys returns every API key, revoked ones included, oldest first.
 	APIKeys(ctx context.Context) ([]APIKey, error)
 	// IndexSessions inserts or replaces (by ID) the given sessions in one
-	// transaction.
+	// transaction, and takes them off the sessions to rescan.
 	IndexSessions(ctx context.Context, ss []Session) error
+	// SessionsToRescan returns the ids of the sessions whose rows are to be
+	// made again from their recordings once (rows written by an older
+	// version that did not derive everything the rows now hold).
+	SessionsToRescan(ctx context.Context) ([]string, error)
 	// Sessions returns the indexed sessions that match f, newest start first
 	// (ties by ID).
 	Sessions(ctx context.Context, f SessionFilter) ([]Session, error)

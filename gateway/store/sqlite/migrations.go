@@ -110,4 +110,18 @@ var migrations = []migration{
 			`ALTER TABLE sessions ADD COLUMN identities TEXT NOT NULL DEFAULT ''`,
 		},
 	},
+	{
+		Version: 5,
+		Name:    "sessions to rescan",
+		Stmts: []string{
+			// Sessions whose rows the gateway makes again from their
+			// recordings once (store.Store.SessionsToRescan): HTTP and
+			// gRPC sessions indexed without an identity, which before
+			// version 4 was every session of bearer tokens. Writing a
+			// session's row takes it off the list.
+			`CREATE TABLE sessions_rescan (id TEXT PRIMARY KEY)`,
+			`INSERT INTO sessions_rescan (id)
+			   SELECT id FROM sessions WHERE identity = '' AND identities = '' AND protocol IN ('http', 'grpc')`,
+		},
+	},
 }

@@ -147,3 +147,58 @@ func TestOpenReadOnlyOlderSchema(t *testing.T) {
 		t.Fatalf("schema version %d, %v; want %d, not migrated", v, err, identitiesVersion-1)
 	}
 }
+
+// Upgrading a schema-3 file lists its HTTP and gRPC sessions without an
+// identity for a rescan from their recordings; writing a session's row
+// takes it off the list; a read-only store of an older file has none.
+func TestSessionsToRescan(t *testing.T) {
+	ctx := context.Background()
+	path := testPath(t)
+	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Version == identitiesVersion })
+	old, err := open(ctx, path, migrations[:v])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range []struct{ id, identity, protocol string }{
+		{"bearer-http", "", "http"},
+		{"bearer-grpc", "", "grpc"},
+		{"svid-http", "spiffe://td/user/ann", "http"},
+		{"refused-tcp", "", "tcp"},
+		{"pg", "spiffe://td/user/ann", "postgres"},
+	} {
+		if _, err := old.db.ExecContext(ctx, `INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
+			db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
+			VALUES ($1, $2, '', 'svc', $3, '', '', '', '', 1, 0, 0, 0, '', 1, 0, 'sealed')`, row.id, row.identity, row.protocol); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+	if r, err := OpenReadOnly(ctx, path); err != nil {
+		t.Fatal(err)
+	} else {
+		ids, err := r.SessionsToRescan(ctx)
+		r.Close()
+		if err != nil || len(ids) != 0 {
+			t.Fatalf("read-only store of schema %d: %q, %v; want none", identitiesVersion-1, ids, err)
+		}
+	}
+
+	d, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ids, err := d.SessionsToRescan(ctx)
+	if err != nil || !slices.Equal(ids, []string{"bearer-grpc", "bearer-http"}) {
+		t.Fatalf("after the upgrade: %q, %v; want the HTTP and gRPC sessions without an identity", ids, err)
+	}
+	if err := d.IndexSessions(ctx, []store.Session{{ID: "bearer-http", Identity: "spiffe://td/workload/ci", Protocol: "http", Status: "sealed"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := d.SessionsToRescan(ctx); err != nil || !slices.Equal(ids, []string{"bearer-grpc"}) {
+		t.Fatalf("after indexing bearer-http: %q, %v; want [bearer-grpc]", ids, err)
+	}
+	if s, err := d.Session(ctx, "bearer-http"); err != nil || s.Identity != "spiffe://td/workload/ci" {
+		t.Fatalf("Session: %+v, %v", s, err)
+	}
+}

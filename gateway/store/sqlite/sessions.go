@@ -66,10 +66,49 @@ func (d *DB) IndexSessions(ctx context.Context, ss []store.Session) (err error) 
 			return fmt.Errorf("indexing session %s: %w", s.ID, err)
 		}
 	}
+	// A row written now is current: its session needs no rescan.
+	if d.schema >= rescanVersion {
+		del, perr := tx.PrepareContext(ctx, `DELETE FROM sessions_rescan WHERE id = $1`)
+		if perr != nil {
+			err = perr
+			return fmt.Errorf("indexing sessions: %w", err)
+		}
+		defer del.Close()
+		for _, s := range ss {
+			if _, err = del.ExecContext(ctx, s.ID); err != nil {
+				return fmt.Errorf("indexing session %s: %w", s.ID, err)
+			}
+		}
+	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("indexing sessions: %w", err)
 	}
 	return nil
+}
+
+// SessionsToRescan returns the ids of the sessions whose rows are to be
+// made again from their recordings, in id order.
+func (d *DB) SessionsToRescan(ctx context.Context) ([]string, error) {
+	if d.schema < rescanVersion {
+		return nil, nil
+	}
+	rows, err := d.db.QueryContext(ctx, `SELECT id FROM sessions_rescan ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions to rescan: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("listing sessions to rescan: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing sessions to rescan: %w", err)
+	}
+	return ids, nil
 }
 
 const (
@@ -78,6 +117,8 @@ const (
 	sessionOrder = ` ORDER BY start_at DESC, id`
 	// identitiesVersion is the schema version that added identities.
 	identitiesVersion = 4
+	// rescanVersion is the schema version that added sessions_rescan.
+	rescanVersion = 5
 )
 
 // columns is the SELECT of a session row from the FROM clause on; in a

@@ -1,0 +1,88 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/postern/postern/gateway/store"
+)
+
+// RescanIndex is the index as Rescan uses it.
+type RescanIndex interface {
+	Index
+	SessionsToRescan(ctx context.Context) ([]string, error)
+	Session(ctx context.Context, id string) (store.Session, error)
+}
+
+// rescanBatch is how many rows Rescan writes in one transaction.
+const rescanBatch = 500
+
+// Rescan makes again, from their recordings in dir, the index rows of the
+// sessions the index lists for it (rows an older version wrote without
+// something rows now hold: the identities of a session of bearer tokens),
+// and returns how many it made. The gateway calls it at start, after
+// RecoverUnsealed. A session whose recording is not in dir, or cannot be
+// read to its end, keeps the row it has; either way it leaves the list, so
+// the work is done once.
+func Rescan(ctx context.Context, dir string, idx RescanIndex) (int, error) {
+	ids, err := idx.SessionsToRescan(ctx)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	files, err := List(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, err
+	}
+	byID := make(map[string]File, len(files))
+	for _, f := range files {
+		if old, ok := byID[f.Session]; !ok || old.Kind == Unsealed {
+			byID[f.Session] = f
+		}
+	}
+	var (
+		n    int
+		rows []store.Session
+		errs []error
+	)
+	flush := func() {
+		if err := idx.IndexSessions(ctx, rows); err != nil {
+			errs = append(errs, fmt.Errorf("indexing rescanned sessions: %w", err))
+		}
+		rows = rows[:0]
+	}
+	for _, id := range ids {
+		row, made := store.Session{}, false
+		if f, ok := byID[id]; ok {
+			r, err := scanRow(f)
+			if err == nil {
+				row, made = r, true
+			} else {
+				errs = append(errs, fmt.Errorf("rescanning recording %s: %w", id, err))
+			}
+		}
+		if !made {
+			r, err := idx.Session(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // no row to make again
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("rescanning session %s: %w", id, err))
+				continue
+			}
+			row = r
+		}
+		if made {
+			n++
+		}
+		rows = append(rows, row)
+		if len(rows) == rescanBatch {
+			flush()
+		}
+	}
+	if len(rows) > 0 {
+		flush()
+	}
+	return n, errors.Join(errs...)
+}
