@@ -127,10 +127,20 @@ func startGateway(t testing.TB, policyText string, opts ...gwOption) *gw {
 	return runGateway(t, cfg)
 }
 
+// logLevel is what the gateway and agent of a test log: everything for
+// tests, and for benchmarks what production logs (info), so that a figure
+// does not include a debug line per request.
+func logLevel(t testing.TB) slog.Level {
+	if _, ok := t.(*testing.B); ok {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
 func runGateway(t testing.TB, cfg gateway.Config) *gw {
 	t.Helper()
 	logs := &logBuffer{}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: logLevel(t)}))
 	srv, err := gateway.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("starting gateway: %v", err)
@@ -190,7 +200,7 @@ func startAgent(t testing.TB, g *gw, name, transport, dir string, services ...ag
 func runAgent(t testing.TB, cfg agent.Config) *ag {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel(t)}))
 	}
 	a, err := agent.New(context.Background(), cfg)
 	if err != nil {
