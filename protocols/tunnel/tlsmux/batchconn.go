@@ -6,9 +6,10 @@ import (
 )
 
 // BatchConn is a net.Conn under a tunnel's tls.Conn that can hold writes
-// between Hold and Flush. A yamux data frame of 16 KiB plus its 12-byte
-// header does not fit one TLS record; without batching its two records leave
-// in two write syscalls. frameConn holds them and flushes once per frame.
+// between Hold and Flush. What frameConn sends at once (a yamux data frame
+// of 16 KiB plus its 12-byte header, or the frames of many streams) does not
+// fit one TLS record; without batching each record would leave in a write
+// syscall of its own. recordConn holds them and flushes once per send.
 //
 // Writes made while a batch is held, from any goroutine (a TLS alert, a key
 // update), join the batch in order: crypto/tls serializes its record writes,

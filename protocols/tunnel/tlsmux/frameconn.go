@@ -17,8 +17,8 @@ const (
 // frameConn is the TLS connection as yamux sees it. Its writes go through a
 // CoalescingConn: yamux's send loop hands a frame over and goes on to the
 // next while one goroutine sends, and the frames of every stream that were
-// handed over during a send leave together in the next — one TLS record and
-// one socket write for many small frames (the queries and answers of many
+// handed over during a send leave together in the next — one TLS write
+// (records of up to 16 KiB) and one socket write for many small frames (the queries and answers of many
 // sessions), where yamux alone writes each frame on its own. yamux v0.1.2
 // also writes each frame's 12-byte header and its body in two Writes;
 // frameConn holds a data frame's header back and hands it over with the
@@ -55,8 +55,8 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	return c.out.Write(p)
 }
 
-// Close stops the sending and closes the TLS connection; what was not sent
-// yet is dropped, as yamux drops its own queue on close.
+// Close sends what was handed over (waiting at most a second, see
+// CoalescingConn.Close), then closes the TLS connection.
 func (c *frameConn) Close() error { return c.out.Close() }
 
 // recordConn writes to the TLS connection. When the connection under it is
