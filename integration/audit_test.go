@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -198,6 +199,16 @@ func TestAuditLoad(t *testing.T) {
 			}
 		}
 		return err == nil && sealed == sessions
+	})
+	// A sealed session's recording is compressed after its row says
+	// sealed: wait for the compressed files.
+	waitFor(t, 20*time.Second, "200 recordings compressed", func() bool {
+		for _, row := range rows {
+			if _, err := os.Stat(audit.Path(dir, row.ID)); err != nil {
+				return false
+			}
+		}
+		return true
 	})
 	seen := map[int64]bool{}
 	for _, row := range rows {
