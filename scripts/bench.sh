@@ -159,17 +159,19 @@ END {
     t = p[1]; sub(/^BenchmarkConnect\//, "", t)
     printf "  %-8s %10s/op %6d runs\n", t, fmtns(median(order[k])), cnt[order[k]]
   }
-  printf "\npgbench, 4 clients, statement policy on (median of runs)\n"
-  printf "  %-18s %10s %10s %10s\n", "script/path", "tps", "ms/txn", "x direct"
+  printf "\npgbench, 4 clients, statement policy on (median of runs; x relay2: against two bare hops)\n"
+  printf "  %-18s %10s %10s %10s %10s\n", "script/path", "tps", "ms/txn", "x direct", "x relay2"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
     if (p[2] != "tps" || p[1] !~ /^BenchmarkPgbench\//) continue
     t = p[1]; sub(/^BenchmarkPgbench\//, "", t)
     split(t, q, "/")
     d = median("BenchmarkPgbench/" q[1] "/direct" SUBSEP "tps")
+    r2 = median("BenchmarkPgbench/" q[1] "/relay2" SUBSEP "tps")
     m = median(order[k])
     ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
-    printf "  %-18s %10.1f %10.3f %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio
+    ratio2 = (r2 > 0) ? sprintf("%.3f", m / r2) : "n/a"
+    printf "  %-18s %10.1f %10.3f %10s %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio, ratio2
   }
   printf "\nRecording: the TLS chain with recording on, against the same chain recording nothing\n"
   printf "(alternating runs; on/off is the median of the rounds ratios, then of the -count runs)\n"
@@ -181,16 +183,18 @@ END {
     printf "  %-18s on %10.1f tps, off %10.1f tps, on/off %.3f: %+.1f%%\n", t, median(p[1] SUBSEP "on"), median(p[1] SUBSEP "off"), r, (r - 1) * 100
   }
   printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs)\n"
-  printf "  %-12s %10s %8s %8s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct"
+  printf "  %-12s %10s %8s %8s %10s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct", "x relay2"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
     if (p[2] != "rps" || p[1] !~ /^Benchmark(HTTP|GRPC)\//) continue
     t = p[1]; sub(/^Benchmark/, "", t)
     split(p[1], q, "/")
     d = median(q[1] "/direct" SUBSEP "rps")
+    r2 = median(q[1] "/relay2" SUBSEP "rps")
     m = median(order[k])
     ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
-    printf "  %-12s %10.0f %8.2f %8.2f %10s\n", t, m, median(p[1] SUBSEP "p50"), median(p[1] SUBSEP "p99"), ratio
+    ratio2 = (r2 > 0) ? sprintf("%.3f", m / r2) : "n/a"
+    printf "  %-12s %10.0f %8.2f %8.2f %10s %10s\n", t, m, median(p[1] SUBSEP "p50"), median(p[1] SUBSEP "p99"), ratio, ratio2
   }
   printf "\nMicrobenchmarks (median)\n"
   for (k = 1; k <= norder; k++) {
