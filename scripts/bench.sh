@@ -3,7 +3,8 @@
 #
 #   whole chain   BenchmarkChain/{direct,tls,quic}, BenchmarkConnect/{tls,quic}
 #                 (./integration/)
-#   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy, BenchmarkRoundTrip
+#   tunnel        BenchmarkStreamOpen, BenchmarkBulkCopy, BenchmarkRoundTrip,
+#                 BenchmarkCoalescingConn
 #                 (./protocols/tunnel/...)
 #   relay         BenchmarkRelay (./protocols/tcp/)
 #   postgres      BenchmarkPgbench/{select,select-prepared,tpcb}/{direct,tls,tls-raw,quic,quic-raw}
@@ -83,7 +84,7 @@ run() {
 }
 
 run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -count "$count" ./integration/
-run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy|BenchmarkRoundTrip)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
+run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy|BenchmarkRoundTrip|BenchmarkCoalescingConn)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
 run postgres -bench '^BenchmarkPgbench$/./(direct|relay|relay2|socat|socat2|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
 # Recording on against off, interleaved in 8 rounds of 2,000 transactions a path.
