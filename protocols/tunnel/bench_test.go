@@ -143,24 +143,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 	b.Run("tcp", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			echo(c)
-		}()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c, s := loopbackPair(b)
+		go echo(s)
 		roundTrips(b, c)
 	})
 	for _, tr := range transports {

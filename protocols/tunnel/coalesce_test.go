@@ -1,4 +1,4 @@
-package tunnel
+package tunnel_test
 
 import (
 	"bytes"
@@ -9,39 +9,16 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// loopbackPair returns both ends of a loopback TCP connection.
-func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c, s
-}
+	"github.com/postern/postern/protocols/tunnel"
+)
 
 // Concurrent writers: every write arrives whole (never interleaved with
 // another), each writer's in its order, nothing lost.
 func TestCoalescingConnKeepsWritesWhole(t *testing.T) {
 	const writers, perWriter = 16, 500
 	c, s := loopbackPair(t)
-	cc := NewCoalescingConn(c)
+	cc := tunnel.NewCoalescingConn(c)
 	defer cc.Close()
 
 	var wg sync.WaitGroup
@@ -107,12 +84,12 @@ func TestCoalescingConnKeepsWritesWhole(t *testing.T) {
 func TestCoalescingConnBoundsQueue(t *testing.T) {
 	c, peer := net.Pipe() // nobody reads peer: the first send blocks
 	defer peer.Close()
-	cc := NewCoalescingConn(c)
+	cc := tunnel.NewCoalescingConn(c)
 	chunk := make([]byte, 16<<10)
 	var accepted int
 	result := make(chan error, 1)
 	go func() {
-		for range 4 * maxCoalesced / len(chunk) {
+		for range 4 * tunnel.MaxCoalesced / len(chunk) {
 			n, err := cc.Write(chunk)
 			accepted += n
 			if err != nil {
@@ -124,10 +101,7 @@ func TestCoalescingConnBoundsQueue(t *testing.T) {
 	}()
 	// Let the writer fill the queue, then close under it.
 	for {
-		cc.mu.Lock()
-		full := len(cc.buf) >= maxCoalesced
-		cc.mu.Unlock()
-		if full {
+		if cc.Queued() >= tunnel.MaxCoalesced {
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -138,7 +112,7 @@ func TestCoalescingConnBoundsQueue(t *testing.T) {
 		t.Fatalf("blocked write returned %v, want net.ErrClosed", err)
 	}
 	// The send under way and a full queue at most, each up to a write over.
-	if max := 2 * (maxCoalesced + len(chunk)); accepted > max {
+	if max := 2 * (tunnel.MaxCoalesced + len(chunk)); accepted > max {
 		t.Fatalf("accepted %d bytes with nobody reading, want at most %d", accepted, max)
 	}
 }
@@ -146,7 +120,7 @@ func TestCoalescingConnBoundsQueue(t *testing.T) {
 // When a send fails, every later Write says so.
 func TestCoalescingConnReportsSendError(t *testing.T) {
 	c, peer := net.Pipe()
-	cc := NewCoalescingConn(c)
+	cc := tunnel.NewCoalescingConn(c)
 	defer cc.Close()
 	peer.Close()
 	var err error
@@ -164,7 +138,7 @@ func TestCoalescingConnReportsSendError(t *testing.T) {
 // What was written before Close reaches the peer before the conn closes.
 func TestCoalescingConnSendsQueuedOnClose(t *testing.T) {
 	c, s := loopbackPair(t)
-	cc := NewCoalescingConn(c)
+	cc := tunnel.NewCoalescingConn(c)
 	var want []byte
 	for i := range 200 {
 		p := bytes.Repeat([]byte{byte(i)}, 1000)
@@ -195,26 +169,11 @@ func TestCoalescingConnSendsQueuedOnClose(t *testing.T) {
 func BenchmarkCoalescingConn(b *testing.B) {
 	for _, name := range []string{"direct", "coalesced"} {
 		b.Run(name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				s, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				io.Copy(io.Discard, s)
-			}()
-			raw, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
+			raw, s := loopbackPair(b)
+			go io.Copy(io.Discard, s)
 			var c net.Conn = raw
 			if name == "coalesced" {
-				c = NewCoalescingConn(raw)
+				c = tunnel.NewCoalescingConn(raw)
 			}
 			defer c.Close()
 			msg := make([]byte, 64)
