@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/postern/postern/gateway/store"
 )
@@ -31,16 +30,6 @@ func Rescan(ctx context.Context, dir string, idx RescanIndex) (int, error) {
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
-	files, err := List(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, err
-	}
-	byID := make(map[string]File, len(files))
-	for _, f := range files {
-		if old, ok := byID[f.Session]; !ok || old.Kind == Unsealed {
-			byID[f.Session] = f
-		}
-	}
 	var (
 		n    int
 		rows []store.Session
@@ -52,34 +41,32 @@ func Rescan(ctx context.Context, dir string, idx RescanIndex) (int, error) {
 		}
 		rows = rows[:0]
 	}
-	for _, id := range ids {
-		row, made := store.Session{}, false
-		if f, ok := byID[id]; ok {
-			r, err := scanRow(f)
-			if err == nil {
-				row, made = r, true
-			} else {
-				errs = append(errs, fmt.Errorf("rescanning recording %s: %w", id, err))
-			}
-		}
-		if !made {
-			r, err := idx.Session(ctx, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // no row to make again
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("rescanning session %s: %w", id, err))
-				continue
-			}
-			row = r
-		}
-		if made {
-			n++
-		}
-		rows = append(rows, row)
-		if len(rows) == rescanBatch {
+	add := func(row store.Session) {
+		if rows = append(rows, row); len(rows) == rescanBatch {
 			flush()
 		}
+	}
+	for _, id := range ids {
+		if f, err := Find(dir, id); err == nil {
+			row, err := scanRow(f)
+			if err == nil {
+				add(row)
+				n++
+				continue
+			}
+			errs = append(errs, fmt.Errorf("rescanning recording %s: %w", id, err))
+		}
+		// No recording here, or one that cannot be read to its end: the
+		// row stays as it is.
+		row, err := idx.Session(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // no row to make again
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rescanning session %s: %w", id, err))
+			continue
+		}
+		add(row)
 	}
 	if len(rows) > 0 {
 		flush()
