@@ -111,6 +111,29 @@ func TestOpenReadOnlyRefusesOtherSchema(t *testing.T) {
 	}
 }
 
+// oldRow is a sessions row of a file from before identities.
+type oldRow struct{ id, identity, service, protocol, status string }
+
+// writeBeforeIdentities makes a database at path at the schema version
+// before identities, holding rows.
+func writeBeforeIdentities(t *testing.T, path string, rows ...oldRow) {
+	t.Helper()
+	ctx := context.Background()
+	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Version == identitiesVersion })
+	old, err := open(ctx, path, migrations[:v])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	for _, r := range rows {
+		if _, err := old.db.ExecContext(ctx, `INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
+			db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
+			VALUES ($1, $2, '', $3, $4, '', '', '', '', 1, 0, 0, 0, '', 1, 0, $5)`, r.id, r.identity, r.service, r.protocol, r.status); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestOpenReadOnlyOlderSchema: the audit commands of a newer binary read
 // the index of a gateway that has not migrated it yet (an upgrade before
 // the restart, an archived data dir); what the later schema adds reads as
@@ -118,17 +141,7 @@ func TestOpenReadOnlyRefusesOtherSchema(t *testing.T) {
 func TestOpenReadOnlyOlderSchema(t *testing.T) {
 	ctx := context.Background()
 	path := testPath(t)
-	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Version == identitiesVersion })
-	old, err := open(ctx, path, migrations[:v])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.db.ExecContext(ctx, `INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
-		db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
-		VALUES ('s1', 'spiffe://td/user/ann', '', 'web', 'http', '', '', '', '', 1, 0, 0, 0, '', 1, 0, 'open')`); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
+	writeBeforeIdentities(t, path, oldRow{"s1", "spiffe://td/user/ann", "web", "http", "open"})
 	r, err := OpenReadOnly(ctx, path)
 	if err != nil {
 		t.Fatal(err)
@@ -154,25 +167,12 @@ func TestOpenReadOnlyOlderSchema(t *testing.T) {
 func TestSessionsToRescan(t *testing.T) {
 	ctx := context.Background()
 	path := testPath(t)
-	v := slices.IndexFunc(migrations, func(m migration) bool { return m.Version == identitiesVersion })
-	old, err := open(ctx, path, migrations[:v])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, row := range []struct{ id, identity, protocol string }{
-		{"bearer-http", "", "http"},
-		{"bearer-grpc", "", "grpc"},
-		{"svid-http", "spiffe://td/user/ann", "http"},
-		{"refused-tcp", "", "tcp"},
-		{"pg", "spiffe://td/user/ann", "postgres"},
-	} {
-		if _, err := old.db.ExecContext(ctx, `INSERT INTO sessions (id, identity, source, service, protocol, agent, transport,
-			db_name, db_user, start_at, end_at, bytes_in, bytes_out, outcome, events, denies, status)
-			VALUES ($1, $2, '', 'svc', $3, '', '', '', '', 1, 0, 0, 0, '', 1, 0, 'sealed')`, row.id, row.identity, row.protocol); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old.Close()
+	writeBeforeIdentities(t, path,
+		oldRow{"bearer-http", "", "svc", "http", "sealed"},
+		oldRow{"bearer-grpc", "", "svc", "grpc", "sealed"},
+		oldRow{"svid-http", "spiffe://td/user/ann", "svc", "http", "sealed"},
+		oldRow{"refused-tcp", "", "svc", "tcp", "sealed"},
+		oldRow{"pg", "spiffe://td/user/ann", "svc", "postgres", "sealed"})
 	if r, err := OpenReadOnly(ctx, path); err != nil {
 		t.Fatal(err)
 	} else {
