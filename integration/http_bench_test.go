@@ -53,10 +53,10 @@ func BenchmarkHTTP(b *testing.B) {
 			var c *http.Client
 			url := "http://" + upstream + "/v1/orders/7"
 			switch path {
-			case "direct", "relay2":
-				if path == "relay2" {
-					url = "http://" + relayHops(b, 2, upstream) + "/v1/orders/7"
-				}
+			case "relay2":
+				url = "http://" + relayHops(b, 2, upstream) + "/v1/orders/7"
+				fallthrough
+			case "direct":
 				c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
 			default:
 				g, svid := startBenchHTTP(b, path, agent.Service{Name: "api", Protocol: "http", Address: upstream})
@@ -93,12 +93,12 @@ func BenchmarkGRPC(b *testing.B) {
 	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var cc *grpc.ClientConn
+			addr := upstream
 			switch path {
-			case "direct", "relay2":
-				addr := upstream
-				if path == "relay2" {
-					addr = relayHops(b, 2, upstream)
-				}
+			case "relay2":
+				addr = relayHops(b, 2, upstream)
+				fallthrough
+			case "direct":
 				var err error
 				if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 					b.Fatal(err)
