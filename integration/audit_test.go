@@ -82,7 +82,10 @@ func TestAuditCrash(t *testing.T) {
 	}
 	id := open[0].Session
 
+	// The restarted gateway gets ports of its own: the killed one's may
+	// have gone to another process's outgoing connection meanwhile.
 	ops := loopback(freePort(t))
+	c.listen = loopback(freePort(t))
 	c.gateway = startProc(t, t, "gateway", c.root, "gateway", "--data-dir", c.data, "--listen", c.listen, "--ops-listen", ops,
 		"--policy", filepath.Join(c.root, "policy.yaml"))
 	waitReady(t, c.gateway, ops)
