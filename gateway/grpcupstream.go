@@ -70,9 +70,7 @@ func (u *grpcUpstream) transport(a *agentConn) *http2.Transport {
 				u.s.log.Warn("agent could not serve stream", "agent", a.name, "service", u.service, "err", err)
 				return nil, dialError{err}
 			}
-			// The HTTP/2 client flushes each call's frames on their
-			// own: gathered, concurrent calls share tunnel frames.
-			return tunnel.NewCoalescingConn(st), nil
+			return st, nil
 		},
 	}
 	if u.ts == nil {

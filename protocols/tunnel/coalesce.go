@@ -15,10 +15,8 @@ const maxCoalesced = 256 << 10
 // goroutine: what its writers write while a send is under way leaves
 // together in the next send, one Write on the conn under it. Used where many
 // small writes from many sources meet one connection: the tunnel's TLS
-// connection under yamux (the frames of all the streams: one TLS record and
-// one socket write for many), and the tunnel stream under the HTTP/2
-// connection that carries a gRPC service's calls (whose client flushes each
-// call's frames on their own).
+// connection under yamux (the frames of all the streams: one TLS write and
+// one socket write for many).
 //
 // A Write returns once its bytes are queued, and waits while the queue is
 // full; a send's error is returned by every Write after it. Each Write's
