@@ -2,8 +2,9 @@
 // HTTP/1.1 and HTTP/2 on a client's TLS connection, authenticates each
 // request (the connection's SVID, or a bearer token), decides it by policy
 // on its cleaned path or its gRPC method, and forwards what is allowed
-// through an httputil.ReverseProxy whose Transport reaches the upstream over
-// the tunnel. Every request reaches the upstream with a Postern-Jwt-Assertion
+// through a Transport that reaches the upstream over the tunnel: HTTP
+// requests through an httputil.ReverseProxy, gRPC calls through a leaner
+// relay of their own (headers, body flushed as it comes, trailers). Every request reaches the upstream with a Postern-Jwt-Assertion
 // header that says who is calling; a client's own copy never does.
 //
 // Refusals follow SPEC §7: 401, 403 or 429 with a JSON body naming the rule

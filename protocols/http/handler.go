@@ -165,23 +165,30 @@ func bearer(v string) (string, bool) {
 	return t, t != ""
 }
 
-// forward proxies an allowed request and records it.
+// forward proxies an allowed request — a gRPC call through relayCall, an
+// HTTP request through the ReverseProxy — and records it.
 func (h *handler) forward(w http.ResponseWriter, r *http.Request, c *call, d protocols.Decision) {
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countingBody{ReadCloser: r.Body}
 		r.Body = body
 	}
-	rw := &responseRecorder{ResponseWriter: w}
-	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
-	h.proxy.ServeHTTP(rw, r)
+	var out int64
+	var status int
+	if h.cfg.GRPC {
+		out, status = h.relayCall(w, r, c)
+	} else {
+		rw := &responseRecorder{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+		h.proxy.ServeHTTP(rw, r)
+		out, status = rw.n, rw.status
+	}
 	var in int64
 	if body != nil {
 		in = body.n.Load()
 	}
 	h.bytesIn.Add(in)
-	h.bytesOut.Add(rw.n)
-	status := rw.status
+	h.bytesOut.Add(out)
 	if status == 0 && r.Header.Get("Upgrade") != "" && c.err == nil {
 		status = http.StatusSwitchingProtocols
 	}
@@ -199,7 +206,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, c *call, d pro
 		h.cfg.Recorder.Record(protocols.Event{Session: h.cfg.Session, Time: c.start, Type: protocols.GRPCCalled,
 			Data: &protocols.GRPCCallEvent{Method: c.path, Identity: c.caller.ID.String(), Auth: c.caller.Auth,
 				Verdict: protocols.VerdictAllow, Rule: d.Rule, Status: code, Message: msg,
-				BytesIn: in, BytesOut: rw.n, Duration: ms(time.Since(c.start))}})
+				BytesIn: in, BytesOut: out, Duration: ms(time.Since(c.start))}})
 		return
 	}
 	h.observe(protocols.VerdictAllow, status)
@@ -210,7 +217,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, c *call, d pro
 	h.cfg.Recorder.Record(protocols.Event{Session: h.cfg.Session, Time: c.start, Type: protocols.HTTPRequested,
 		Data: &protocols.HTTPRequestEvent{Method: r.Method, Path: c.path, Query: r.URL.RawQuery,
 			Identity: c.caller.ID.String(), Auth: c.caller.Auth, Verdict: protocols.VerdictAllow, Rule: d.Rule,
-			Status: status, BytesIn: in, BytesOut: rw.n, Upgrade: upgrade, Error: errText,
+			Status: status, BytesIn: in, BytesOut: out, Upgrade: upgrade, Error: errText,
 			Duration: ms(time.Since(c.start))}})
 }
 

@@ -102,12 +102,14 @@ type Result struct {
 func Serve(ctx context.Context, conn *tls.Conn, cfg Config) Result {
 	cfg = cfg.withDefaults()
 	h := &handler{cfg: cfg}
-	h.proxy = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
-		Transport:    cfg.Transport,
-		ErrorHandler: h.upstreamError,
-		BufferPool:   copyBuffers,
-		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	if !cfg.GRPC { // gRPC calls go through relayCall
+		h.proxy = &httputil.ReverseProxy{
+			Rewrite:      h.rewrite,
+			Transport:    cfg.Transport,
+			ErrorHandler: h.upstreamError,
+			BufferPool:   copyBuffers,
+			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		}
 	}
 	if conn.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
 		// ServeConn does not watch its context: close the connection when

@@ -23,7 +23,7 @@ import (
 var td = spiffeid.RequireTrustDomainFromString("postern.local")
 
 // fixture is a loopback TLS listener whose connections are served by Serve
-// with cfg, in front of a real upstream.
+// with cfg, in front of a real upstream (cfg.Transport's, when it is set).
 type fixture struct {
 	addr     string
 	roots    *tls.Config // client config trusting the server
@@ -52,9 +52,11 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 		default:
 		}
 	})
-	cfg.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", upstream.Listener.Addr().String())
-	}}
+	if cfg.Transport == nil {
+		cfg.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", upstream.Listener.Addr().String())
+		}}
+	}
 	if cfg.Assert == nil {
 		cfg.Assert = func(_ time.Time, c Caller, aud string) (string, error) {
 			return "asserted:" + c.ID.String() + ":" + aud, nil

@@ -1,0 +1,129 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/postern/postern/protocols"
+)
+
+// allowCall allows the gRPC method /test.Svc/Call.
+var allowCall = protocols.AuthorizerFunc(func(_ context.Context, r protocols.Request) protocols.Decision {
+	if r.GRPC != nil && r.GRPC.Method == "/test.Svc/Call" {
+		return protocols.Decision{Allow: true, Rule: "calls"}
+	}
+	return protocols.Decision{Rule: "calls", Reason: "only /test.Svc/Call"}
+})
+
+// startH2C serves h on a loopback HTTP/2 (h2c) listener and returns a
+// transport whose connections go to it, as the gateway's go to an agent.
+func startH2C(t *testing.T, h http.Handler) http.RoundTripper {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &p}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+		}}
+}
+
+// TestRelayCall: an allowed call reaches the upstream with the gateway's
+// headers and comes back whole, trailers included; an answer that breaks
+// off, and an upstream that cannot be reached, end the call UNAVAILABLE;
+// each is recorded with the status the client saw.
+func TestRelayCall(t *testing.T) {
+	gotHeader := make(chan http.Header, 1)
+	upstream := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotHeader <- r.Header.Clone()
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(200)
+		w.Write(body)
+		w.(http.Flusher).Flush()
+		if bytes.Equal(body, []byte("break")) {
+			panic(http.ErrAbortHandler) // resets the stream mid-answer
+		}
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	unreachable := &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+			return nil, errors.New("no agent")
+		}}
+	for name, tc := range map[string]struct {
+		transport http.RoundTripper
+		body      string
+		status    string // grpc-status the client gets
+		data      string // body the client gets
+		message   string // in grpc-message
+	}{
+		"whole":       {upstream, "hello", "0", "hello", ""},
+		"broken off":  {upstream, "break", "14", "break", "broke off its answer"},
+		"unreachable": {unreachable, "hello", "14", "", "did not answer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: tc.transport})
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
+				DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
+					return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
+				}}}
+			req, _ := http.NewRequest("POST", "https://api.localhost/test.Svc/Call", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set(AssertionHeader, "forged")
+			req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			status := resp.Trailer.Get("Grpc-Status")
+			if status == "" {
+				status = resp.Header.Get("Grpc-Status") // trailers-only
+			}
+			msg := resp.Trailer.Get("Grpc-Message") + resp.Header.Get("Grpc-Message")
+			if status != tc.status || string(data) != tc.data || !strings.Contains(msg, tc.message) {
+				t.Fatalf("got status %q %q, data %q; want %q %q, data %q", status, msg, data, tc.status, tc.message, tc.data)
+			}
+			if tc.transport == upstream {
+				h := <-gotHeader
+				if got, want := h.Get(AssertionHeader), "asserted:"+alice.ID.String()+":api"; got != want || len(h[AssertionHeader]) != 1 {
+					t.Errorf("upstream assertion: got %q, want only %q", h[AssertionHeader], want)
+				}
+				if got := h.Get("X-Forwarded-For"); got != "127.0.0.1" {
+					t.Errorf("upstream X-Forwarded-For: got %q, want the client's address only", got)
+				}
+				if got := h.Get("Te"); got != "trailers" {
+					t.Errorf("upstream Te: got %q, want trailers", got)
+				}
+			}
+			for e := range f.events {
+				if call, ok := e.Data.(*protocols.GRPCCallEvent); ok {
+					if got := call.Status; got != map[string]int{"0": 0, "14": 14}[tc.status] || call.Verdict != protocols.VerdictAllow ||
+						call.BytesOut != int64(len(tc.data)) {
+						t.Errorf("recorded %+v, want status %s, allowed, %d bytes out", call, tc.status, len(tc.data))
+					}
+					break
+				}
+			}
+		})
+	}
+}
