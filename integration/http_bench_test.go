@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/postern/postern/agent"
+	"github.com/postern/postern/pki/pkitest"
 	"github.com/postern/postern/protocols/tunnel"
 )
 
@@ -34,6 +37,9 @@ const benchHTTPPolicy = `rules:
     services: [orders]
     grpc:
       - methods: ["/grpc.testing.TestService/UnaryCall"]
+  - name: bench-raw
+    identities: [spiffe://postern.local/user/bench]
+    services: [apiraw, ordersraw]
 `
 
 // benchConns is how many client connections (HTTP) or concurrent calls
@@ -45,10 +51,13 @@ const benchConns = 50
 // tunnel transport (client TLS with an SVID, per-request policy, assertion,
 // audit). relay2, the yardstick, is two plain TCP relays in a row in front
 // of the upstream — the two hops of Postern's chain with nothing else.
-// Reports requests/s and the p50 and p99 latency.
+// tls-raw is Postern's own chain over the TLS tunnel with the service
+// declared as plain TCP: the client's TLS, the tunnel and the agent, and
+// no HTTP at the gateway — what the layer-7 work costs is the difference
+// from tls. Reports requests/s and the p50 and p99 latency.
 func BenchmarkHTTP(b *testing.B) {
 	upstream := startSampleHTTP(b)
-	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var c *http.Client
 			url := "http://" + upstream + "/v1/orders/7"
@@ -58,6 +67,12 @@ func BenchmarkHTTP(b *testing.B) {
 				fallthrough
 			case "direct":
 				c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
+			case tunnel.TLS + "-raw":
+				g, svid := startBenchHTTP(b, tunnel.TLS, agent.Service{Name: "apiraw", Protocol: "tcp", Address: upstream})
+				c = httpClient(g, svid, false)
+				tr := c.Transport.(*http.Transport)
+				tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = benchConns, benchConns
+				url = serviceURL(g, "apiraw", "/v1/orders/7")
 			default:
 				g, svid := startBenchHTTP(b, path, agent.Service{Name: "api", Protocol: "http", Address: upstream})
 				c = httpClient(g, svid, false)
@@ -87,10 +102,11 @@ func BenchmarkHTTP(b *testing.B) {
 
 // BenchmarkGRPC: unary calls (a 100-byte payload each way), 50 in flight on
 // one client connection, directly, through two plain TCP relays (relay2, as
-// in BenchmarkHTTP) and through Postern over each transport.
+// in BenchmarkHTTP) and through Postern over each transport, and as a TCP
+// service (tls-raw, as in BenchmarkHTTP).
 func BenchmarkGRPC(b *testing.B) {
 	upstream := startSampleGRPC(b)
-	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var cc *grpc.ClientConn
 			addr := upstream
@@ -101,6 +117,21 @@ func BenchmarkGRPC(b *testing.B) {
 			case "direct":
 				var err error
 				if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cc.Close() })
+			case tunnel.TLS + "-raw":
+				// A TCP service negotiates no ALPN: the client does its own
+				// TLS and gives gRPC the connection as a plain one.
+				g, svid := startBenchHTTP(b, tunnel.TLS, agent.Service{Name: "ordersraw", Protocol: "tcp", Address: upstream})
+				conf := &tls.Config{RootCAs: g.roots(), ServerName: "ordersraw.localhost",
+					Certificates: []tls.Certificate{pkitest.TLSCertificate(svid)}}
+				var err error
+				cc, err = grpc.NewClient("passthrough:///"+g.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+					grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+						return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", addr)
+					}))
+				if err != nil {
 					b.Fatal(err)
 				}
 				b.Cleanup(func() { cc.Close() })
