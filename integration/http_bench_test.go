@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
@@ -54,10 +55,12 @@ const benchConns = 50
 // tls-raw is Postern's own chain over the TLS tunnel with the service
 // declared as plain TCP: the client's TLS, the tunnel and the agent, and
 // no HTTP at the gateway — what the layer-7 work costs is the difference
-// from tls. Reports requests/s and the p50 and p99 latency.
+// from tls. revproxy is one hop of httputil.ReverseProxy with TLS in front
+// (proxy_yardstick_test.go). Reports requests/s and the p50 and p99
+// latency.
 func BenchmarkHTTP(b *testing.B) {
 	upstream := startSampleHTTP(b)
-	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", "revproxy", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var c *http.Client
 			url := "http://" + upstream + "/v1/orders/7"
@@ -67,6 +70,10 @@ func BenchmarkHTTP(b *testing.B) {
 				fallthrough
 			case "direct":
 				c = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
+			case "revproxy":
+				addr, conf := revproxyHTTP(b, upstream)
+				c = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, MaxIdleConnsPerHost: benchConns, MaxConnsPerHost: benchConns}}
+				url = "https://" + addr + "/v1/orders/7"
 			case tunnel.TLS + "-raw":
 				g, svid := startBenchHTTP(b, tunnel.TLS, agent.Service{Name: "apiraw", Protocol: "tcp", Address: upstream})
 				c = httpClient(g, svid, false)
@@ -103,10 +110,12 @@ func BenchmarkHTTP(b *testing.B) {
 // BenchmarkGRPC: unary calls (a 100-byte payload each way), 50 in flight on
 // one client connection, directly, through two plain TCP relays (relay2, as
 // in BenchmarkHTTP) and through Postern over each transport, and as a TCP
-// service (tls-raw, as in BenchmarkHTTP).
+// service (tls-raw, as in BenchmarkHTTP); revproxy and grpcproxy are one
+// hop of a layer-7 gRPC proxy made of x/net's HTTP/2 and
+// httputil.ReverseProxy, and of grpc-go (proxy_yardstick_test.go).
 func BenchmarkGRPC(b *testing.B) {
 	upstream := startSampleGRPC(b)
-	for _, path := range []string{"direct", "relay2", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
+	for _, path := range []string{"direct", "relay2", "revproxy", "grpcproxy", tunnel.TLS, tunnel.TLS + "-raw", tunnel.QUIC} {
 		b.Run(path, func(b *testing.B) {
 			var cc *grpc.ClientConn
 			addr := upstream
@@ -117,6 +126,17 @@ func BenchmarkGRPC(b *testing.B) {
 			case "direct":
 				var err error
 				if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cc.Close() })
+			case "revproxy", "grpcproxy":
+				proxy := revproxyGRPC
+				if path == "grpcproxy" {
+					proxy = grpcProxy
+				}
+				addr, conf := proxy(b, upstream)
+				var err error
+				if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(conf))); err != nil {
 					b.Fatal(err)
 				}
 				b.Cleanup(func() { cc.Close() })

@@ -21,7 +21,8 @@
 #                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
 #                 `audit list` over 10,000 sessions), BenchmarkSessions
 #                 (./gateway/audit/ui/), BenchmarkSessionsAll (./gateway/store/sqlite/)
-#   http, grpc    BenchmarkHTTP/{direct,relay2,tls,tls-raw,quic}, BenchmarkGRPC/{direct,relay2,tls,tls-raw,quic}
+#   http, grpc    BenchmarkHTTP/{direct,relay2,revproxy,tls,tls-raw,quic},
+#                 BenchmarkGRPC/{direct,relay2,revproxy,grpcproxy,tls,tls-raw,quic}
 #                 (./integration/: 50 keep-alive connections, unary calls 50 in
 #                 flight), and the per-request parts: BenchmarkAuthorizeHTTPRequest,
 #                 BenchmarkCleanPath, BenchmarkAssert, BenchmarkAuthenticate*
