@@ -184,8 +184,9 @@ END {
     r = median(order[k])
     printf "  %-18s on %10.1f tps, off %10.1f tps, on/off %.3f: %+.1f%%\n", t, median(p[1] SUBSEP "on"), median(p[1] SUBSEP "off"), r, (r - 1) * 100
   }
-  printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs)\n"
-  printf "  %-12s %10s %8s %8s %10s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct", "x relay2"
+  printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs;\n"
+  printf "x revproxy: against one hop of httputil.ReverseProxy)\n"
+  printf "  %-14s %10s %8s %8s %10s %10s %10s\n", "bench/path", "req/s", "p50 ms", "p99 ms", "x direct", "x relay2", "x revproxy"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
     if (p[2] != "rps" || p[1] !~ /^Benchmark(HTTP|GRPC)\//) continue
@@ -193,10 +194,12 @@ END {
     split(p[1], q, "/")
     d = median(q[1] "/direct" SUBSEP "rps")
     r2 = median(q[1] "/relay2" SUBSEP "rps")
+    rp = median(q[1] "/revproxy" SUBSEP "rps")
     m = median(order[k])
     ratio = (d > 0) ? sprintf("%.3f", m / d) : "n/a"
     ratio2 = (r2 > 0) ? sprintf("%.3f", m / r2) : "n/a"
-    printf "  %-12s %10.0f %8.2f %8.2f %10s %10s\n", t, m, median(p[1] SUBSEP "p50"), median(p[1] SUBSEP "p99"), ratio, ratio2
+    ratio3 = (rp > 0) ? sprintf("%.3f", m / rp) : "n/a"
+    printf "  %-14s %10.0f %8.2f %8.2f %10s %10s %10s\n", t, m, median(p[1] SUBSEP "p50"), median(p[1] SUBSEP "p99"), ratio, ratio2, ratio3
   }
   printf "\nMicrobenchmarks (median)\n"
   for (k = 1; k <= norder; k++) {
