@@ -88,6 +88,10 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds the dial of a local service (5s).
 	DialTimeout time.Duration
+	// DrainTimeout bounds how long a stopping agent waits for its open
+	// streams to end once the gateway routes no new ones to it (10s);
+	// negative: it leaves at once.
+	DrainTimeout time.Duration
 
 	Tunnel *tunnel.Config
 	Logger *slog.Logger
@@ -114,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -9,6 +9,11 @@
 // its services again. With transport "auto" it prefers QUIC and falls back to
 // TLS + yamux when UDP does not get through.
 //
+// Stopped (its context done, SIGTERM for the binary), it drains: it tells
+// the gateway it is leaving, the gateway sends it no new stream and closes
+// its idle ones, and the agent leaves once the streams it carries have
+// ended, or when Config.DrainTimeout (10s) has passed.
+//
 // For a postgres service the gateway has already spoken the client's
 // startup and decided the database role; the agent logs in to Postgres as
 // that role with a secret only it holds (Service.Postgres: a password read

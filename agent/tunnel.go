@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -51,6 +53,8 @@ func (a *Agent) dial(ctx context.Context) (tunnel.Session, error) {
 
 // serve runs one tunnel session until it dies or ctx is done: it announces
 // the services, sends heartbeats and serves every stream the gateway opens.
+// When ctx is done it drains before it closes the session: streams, the
+// heartbeat and the accepting of streams outlive ctx until the drain ends.
 func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 	defer sess.Close()
 	log := a.log.With("transport", sess.Transport(), "gateway", a.cfg.Gateway)
@@ -59,38 +63,102 @@ func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 		log.Warn("opening control stream", "err", err)
 		return
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go a.heartbeat(sctx, sess, ctl)
-	go func() { // the gateway's acknowledgement, pongs and anything else it says
+	life, end := context.WithCancel(context.WithoutCancel(ctx))
+	defer end()
+	go func() { <-sess.Done(); end() }()
+	go a.heartbeat(life, sess, ctl)
+	draining := make(chan struct{}, 1)
+	go func() { // the gateway's acknowledgements, pongs and anything else it says
 		for {
 			m, err := ctl.Receive()
 			if err != nil {
 				sess.Close()
 				return
 			}
-			if m.Type != tunnel.TypeAnnounced {
-				continue
-			}
-			// Only now does the gateway route the services to this tunnel.
-			log.Info("tunnel up", "gateway_id", sess.Peer().String(), "services", len(a.services))
-			select {
-			case a.connected <- sess.Transport():
-			default:
+			switch m.Type {
+			case tunnel.TypeAnnounced:
+				// Only now does the gateway route the services to this tunnel.
+				log.Info("tunnel up", "gateway_id", sess.Peer().String(), "services", len(a.services))
+				select {
+				case a.connected <- sess.Transport():
+				default:
+				}
+			case tunnel.TypeDraining:
+				select {
+				case draining <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()
+	var open atomic.Int64 // data streams being served
+	go func() {
+		select {
+		case <-life.Done():
+			return
+		case <-ctx.Done():
+		}
+		a.drain(life, ctl, draining, &open, log)
+		end()
+	}()
 	for {
-		st, err := sess.AcceptStream(sctx)
+		st, err := sess.AcceptStream(life)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("tunnel down", "err", err)
 			}
 			return
 		}
-		go a.serveStream(sctx, st)
+		open.Add(1)
+		go func() {
+			defer open.Add(-1)
+			a.serveStream(life, st)
+		}()
 	}
 }
+
+// drain tells the gateway that the agent is leaving and waits, at most
+// DrainTimeout, for the streams open to end: once the gateway answers it
+// sends no new ones, and it closes its idle ones and those that finish.
+// A gateway that does not know the message never answers: the agent then
+// waits out the timeout. It returns early when the session dies (life
+// ends).
+func (a *Agent) drain(life context.Context, ctl *tunnel.Control, draining <-chan struct{}, open *atomic.Int64, log *slog.Logger) {
+	if a.cfg.DrainTimeout < 0 {
+		return
+	}
+	if err := ctl.Send(tunnel.Message{Type: tunnel.TypeDrain}); err != nil {
+		return
+	}
+	log.Info("draining: the gateway is asked to send no new streams", "streams", open.Load(),
+		"timeout", a.cfg.DrainTimeout.String())
+	deadline := time.NewTimer(a.cfg.DrainTimeout)
+	defer deadline.Stop()
+	select {
+	case <-draining:
+	case <-life.Done():
+		return
+	case <-deadline.C:
+		log.Warn("drain timed out before the gateway answered; closing", "streams", open.Load())
+		return
+	}
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for open.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-life.Done():
+			return
+		case <-deadline.C:
+			log.Warn("drain timed out; closing the streams left", "streams", open.Load())
+			return
+		}
+	}
+	log.Info("drained: no stream left")
+}
+
+// drainPoll is how often a draining agent counts its open streams.
+const drainPoll = 20 * time.Millisecond
 
 func (a *Agent) openControl(ctx context.Context, sess tunnel.Session) (*tunnel.Control, error) {
 	st, err := sess.OpenStream(ctx)

@@ -97,6 +97,15 @@ func (s *Server) serveAgent(ctx context.Context, sess tunnel.Session) {
 			if err := ctl.Send(tunnel.Message{Type: tunnel.TypePong, Seq: m.Seq}); err != nil {
 				return
 			}
+		case tunnel.TypeDrain:
+			if a.draining.Swap(true) {
+				continue
+			}
+			s.drainUpstreams(a)
+			log.Info("agent draining: no new streams go to it")
+			if err := ctl.Send(tunnel.Message{Type: tunnel.TypeDraining}); err != nil {
+				return
+			}
 		}
 	}
 }

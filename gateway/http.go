@@ -3,10 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"net"
-	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -15,7 +12,6 @@ import (
 	"github.com/postern/postern/pki"
 	"github.com/postern/postern/protocols"
 	phttp "github.com/postern/postern/protocols/http"
-	"github.com/postern/postern/protocols/tunnel"
 )
 
 // serveHTTP serves one client connection to an HTTP or gRPC service: every
@@ -66,61 +62,6 @@ func (s *Server) serveHTTP(ctx context.Context, conn *tls.Conn, source, service,
 	s.log.InfoContext(ctx, "session ended", "session", sid, "identity", begin.Identity, "service", service,
 		"protocol", proto, "requests", res.Requests, "denied", res.Denied,
 		"bytes_in", res.BytesIn, "bytes_out", res.BytesOut, "duration", time.Since(start).String())
-}
-
-// upstreams holds one RoundTripper per HTTP or gRPC service, shared by all
-// its clients, so that tunnel streams are reused across requests: HTTP/1.1
-// keep-alive connections for HTTP services, one HTTP/2 connection per
-// agent carrying the calls for gRPC services (grpcUpstream). Each of those
-// connections is a tunnel stream to an agent of the service.
-type upstreams struct {
-	mu sync.Mutex
-	m  map[string]http.RoundTripper
-}
-
-// upstream returns the shared RoundTripper of service.
-func (s *Server) upstream(service, proto string) http.RoundTripper {
-	s.ups.mu.Lock()
-	defer s.ups.mu.Unlock()
-	key := proto + "/" + service
-	if rt, ok := s.ups.m[key]; ok {
-		return rt
-	}
-	if s.ups.m == nil {
-		s.ups.m = map[string]http.RoundTripper{}
-	}
-	dial := func(ctx context.Context) (net.Conn, error) {
-		st, _, err := s.openService(ctx, service, tunnel.Header{Kind: tunnel.KindData, Service: service,
-			Identity: s.id.String(), Source: "gateway"})
-		return st, err
-	}
-	var rt http.RoundTripper
-	if proto == protocols.GRPC {
-		rt = &grpcUpstream{s: s, service: service}
-	} else {
-		rt = &http.Transport{
-			DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-			MaxIdleConns:           1024,
-			MaxIdleConnsPerHost:    256,
-			IdleConnTimeout:        90 * time.Second,
-			DisableCompression:     true, // the client's Accept-Encoding goes through as sent
-			MaxResponseHeaderBytes: 1 << 20,
-			ExpectContinueTimeout:  time.Second,
-		}
-	}
-	s.ups.m[key] = rt
-	return rt
-}
-
-// closeUpstreams drops the idle upstream connections (at shutdown).
-func (s *Server) closeUpstreams() {
-	s.ups.mu.Lock()
-	defer s.ups.mu.Unlock()
-	for _, rt := range s.ups.m {
-		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
-			c.CloseIdleConnections()
-		}
-	}
 }
 
 // authenticateBearer checks a bearer token of an HTTP or gRPC request.

@@ -17,6 +17,7 @@ type agentConn struct {
 	capture  map[string]int    // name → Postgres result rows to record
 	lastSeen atomic.Int64      // unix nanoseconds of the last control message
 	since    time.Time
+	draining atomic.Bool // the agent is leaving: no new stream goes to it
 }
 
 func (a *agentConn) healthy(now time.Time, staleAfter time.Duration) bool {
@@ -79,13 +80,14 @@ func (r *registry) protocol(service string) (string, bool) {
 }
 
 // candidates returns the sessions that serve service, healthy ones first in
-// round-robin order, then those whose heartbeat is late (still worth a try).
+// round-robin order, then those whose heartbeat is late (still worth a try);
+// never one that drains.
 func (r *registry) candidates(service string) []*agentConn {
 	now := time.Now()
 	var healthy, late []*agentConn
 	r.mu.RLock()
 	for a := range r.conns {
-		if _, ok := a.services[service]; !ok {
+		if _, ok := a.services[service]; !ok || a.draining.Load() {
 			continue
 		}
 		if a.healthy(now, r.staleAfter) {

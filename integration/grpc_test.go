@@ -310,12 +310,7 @@ func TestGRPCSeveralAgents(t *testing.T) {
 	mu.Unlock()
 
 	// An agent whose upstream is down: its turns go to the others.
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := closedAddr(t)
 	startAgent(t, g, "app3", "tls", t.TempDir(),
 		agent.Service{Name: "orders", Protocol: "grpc", Address: deadAddr}).waitConnected(t)
 	calls(20)

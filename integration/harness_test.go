@@ -202,6 +202,11 @@ func runAgent(t testing.TB, cfg agent.Config) *ag {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel(t)}))
 	}
+	if cfg.DrainTimeout == 0 {
+		// Agents leave at once when a test ends, whatever its clients
+		// still hold open; TestAgentDrain drains.
+		cfg.DrainTimeout = -1
+	}
 	a, err := agent.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("starting agent: %v", err)
@@ -263,6 +268,17 @@ func startEcho(t testing.TB) string {
 		io.Copy(c, c)
 		c.(*net.TCPConn).CloseWrite()
 	})
+}
+
+// closedAddr returns a loopback address that nothing listens on.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func echoService(addr string) agent.Service {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/protocols"
@@ -18,14 +19,16 @@ import (
 
 // agentFile is the YAML of `postern agent --config FILE` (SPEC §4).
 type agentFile struct {
-	Gateway   string             `yaml:"gateway"`
-	Name      string             `yaml:"name"`
-	TokenFile string             `yaml:"token_file"`
-	DataDir   string             `yaml:"data_dir"`
-	Transport string             `yaml:"transport"`
-	LogFormat string             `yaml:"log_format"`
-	LogLevel  string             `yaml:"log_level"`
-	Services  []agentServiceFile `yaml:"services"`
+	Gateway   string `yaml:"gateway"`
+	Name      string `yaml:"name"`
+	TokenFile string `yaml:"token_file"`
+	DataDir   string `yaml:"data_dir"`
+	Transport string `yaml:"transport"`
+	// DrainTimeout is --drain-timeout ("10s").
+	DrainTimeout string             `yaml:"drain_timeout"`
+	LogFormat    string             `yaml:"log_format"`
+	LogLevel     string             `yaml:"log_level"`
+	Services     []agentServiceFile `yaml:"services"`
 }
 
 type agentServiceFile struct {
@@ -71,6 +74,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.Name, "name", "", "agent name (spiffe://TD/agent/NAME)")
 	fs.StringVar(&f.DataDir, "data-dir", "./postern-agent", "where the agent keeps its SVID")
 	fs.StringVar(&f.Transport, "transport", "auto", "tunnel transport: auto (QUIC, falling back to TLS), quic or tls")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM, how long to wait for open sessions once the gateway sends no new ones (0: leave at once)")
 	fs.Var(&services, "service", "service to serve, NAME=PROTO://HOST:PORT with PROTO tcp, postgres, http or grpc (repeatable)")
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -91,6 +95,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		pick(set, "token-file", &f.TokenFile, file.TokenFile)
 		pick(set, "data-dir", &f.DataDir, file.DataDir)
 		pick(set, "transport", &f.Transport, file.Transport)
+		if file.DrainTimeout != "" && !set["drain-timeout"] {
+			d, err := time.ParseDuration(file.DrainTimeout)
+			if err != nil {
+				return usagef("drain_timeout %q: %v", file.DrainTimeout, err)
+			}
+			*drain = d
+		}
 		pick(set, "log-format", &logs.format, file.LogFormat)
 		pick(set, "log-level", &logs.level, file.LogLevel)
 		for _, s := range file.Services {
@@ -127,6 +138,14 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Gateway, cfg.Name, cfg.Token, cfg.DataDir, cfg.Transport, cfg.Logger =
 		f.Gateway, f.Name, *token, f.DataDir, f.Transport, logger
+	switch {
+	case *drain < 0:
+		return usagef("--drain-timeout must not be negative, got %s", *drain)
+	case *drain == 0:
+		cfg.DrainTimeout = -1 // leave at once
+	default:
+		cfg.DrainTimeout = *drain
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}

@@ -19,6 +19,12 @@ const (
 	TypeAnnounced = "announced" // gateway → agent: the services are now routed
 	TypePing      = "ping"      // either way: Seq
 	TypePong      = "pong"      // the answer to a ping: the same Seq
+	// TypeDrain (agent → gateway): the agent is leaving; no new stream
+	// should come to it, and those open go on until they end.
+	TypeDrain = "drain"
+	// TypeDraining (gateway → agent): no new stream will come; the gateway
+	// closes its idle streams to the agent and those that finish.
+	TypeDraining = "draining"
 )
 
 // Service is one service an agent announces.
