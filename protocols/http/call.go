@@ -50,8 +50,12 @@ func (h *handler) relayCall(w http.ResponseWriter, r *http.Request, c *call) (n 
 	w.WriteHeader(res.StatusCode)
 	n, err = copyFlushing(w, res.Body)
 	switch {
-	case errors.Is(err, errWritingClient): // the client went away: nobody to tell
+	case errors.Is(err, errWritingClient), err != nil && r.Context().Err() != nil:
+		// The client went away or cancelled the call: nobody to tell, but
+		// the record says so (the status it would have got).
 		c.err = err
+		dst[http.TrailerPrefix+"Grpc-Status"] = []string{"1"}
+		dst[http.TrailerPrefix+"Grpc-Message"] = []string{"Postern: the client cancelled the call"}
 	case err != nil:
 		// The upstream's stream broke off mid-answer (its agent left): the
 		// client is told UNAVAILABLE in the trailers, whatever the headers

@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -58,7 +57,7 @@ func TestRelayCall(t *testing.T) {
 		w.WriteHeader(200)
 		w.Write(body)
 		w.(http.Flusher).Flush()
-		if bytes.Equal(body, []byte("break")) {
+		if string(body) == "break" {
 			panic(http.ErrAbortHandler) // resets the stream mid-answer
 		}
 		w.Header().Set("Grpc-Status", "0")
@@ -125,5 +124,48 @@ func TestRelayCall(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRelayCallCancelled: a call the client cancels midway is recorded as
+// CANCELLED.
+func TestRelayCallCancelled(t *testing.T) {
+	upstream := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(200)
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: upstream})
+	c := &http.Client{Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
+		DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
+			return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
+		}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", "https://api.localhost/test.Svc/Call", strings.NewReader("hello"))
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case e := <-f.events:
+			if call, ok := e.Data.(*protocols.GRPCCallEvent); ok {
+				if call.Status != 1 || call.BytesOut != 5 {
+					t.Fatalf("recorded %+v, want status 1 (CANCELLED) after 5 bytes", call)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("the cancelled call was not recorded")
+		}
 	}
 }
