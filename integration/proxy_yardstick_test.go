@@ -38,30 +38,23 @@ func yardstickTLS(tb testing.TB, name string, protos ...string) (server, client 
 		&tls.Config{RootCAs: ca.Pool(), ServerName: name + ".localhost", NextProtos: protos}
 }
 
-// serveYardstick accepts TLS connections on a loopback port until the
-// benchmark ends and hands each, handshaken, to serve.
-func serveYardstick(tb testing.TB, conf *tls.Config, serve func(*tls.Conn)) string {
+// serveYardstick serves h over TLS on a loopback port until the benchmark
+// ends: HTTP/1.1 only, or HTTP/2 with x/net's server (the gateway's).
+func serveYardstick(tb testing.TB, conf *tls.Config, h http.Handler, h2 bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := tls.Server(c, conf)
-				if tc.Handshake() != nil {
-					c.Close()
-					return
-				}
-				serve(tc)
-			}()
+	srv := &http.Server{Handler: h, TLSConfig: conf}
+	if h2 {
+		if err := http2.ConfigureServer(srv, &http2.Server{}); err != nil {
+			tb.Fatal(err)
 		}
-	}()
+	} else {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	go srv.ServeTLS(ln, "", "")
+	tb.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
 
@@ -72,11 +65,7 @@ func revproxyHTTP(tb testing.TB, upstream string) (string, *tls.Config) {
 	target := &url.URL{Scheme: "http", Host: upstream}
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.SetXForwarded() },
 		Transport: &http.Transport{MaxIdleConnsPerHost: benchConns}}
-	srv := &http.Server{Handler: proxy}
-	ln := &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
-	return serveYardstick(tb, server, func(c *tls.Conn) { ln.conns <- c }), client
+	return serveYardstick(tb, server, proxy, false), client
 }
 
 // revproxyGRPC is httputil.ReverseProxy behind x/net's HTTP/2 server, its
@@ -90,8 +79,7 @@ func revproxyGRPC(tb testing.TB, upstream string) (string, *tls.Config) {
 			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, network, addr)
 			}}}
-	h2 := &http2.Server{}
-	return serveYardstick(tb, server, func(c *tls.Conn) { h2.ServeConn(c, &http2.ServeConnOpts{Handler: proxy}) }), client
+	return serveYardstick(tb, server, proxy, true), client
 }
 
 // grpcProxy is a gRPC proxy made of grpc-go alone: a server whose unknown
@@ -174,29 +162,3 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
-
-// chanListener hands an http.Server the connections sent on conns.
-type chanListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	select {
-	case <-l.done:
-	default:
-		close(l.done)
-	}
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
