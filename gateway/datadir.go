@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/big"
@@ -197,3 +199,18 @@ func (d *DataDir) ensureAdmin(ctx context.Context) error {
 }
 
 func serialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
+
+// StatelessResetKey is the QUIC stateless reset key of the gateway: derived
+// from the join-token key, so that it stays the same across restarts
+// without a file of its own (tunnel.Config.StatelessResetKey).
+func (d *DataDir) StatelessResetKey() (*[32]byte, error) {
+	secret, err := d.TokenKey.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("deriving the QUIC stateless reset key: %w", err)
+	}
+	k, err := hkdf.Key(sha256.New, secret, nil, "postern quic stateless reset", 32)
+	if err != nil {
+		return nil, fmt.Errorf("deriving the QUIC stateless reset key: %w", err)
+	}
+	return (*[32]byte)(k), nil
+}

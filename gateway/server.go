@@ -296,7 +296,12 @@ func (s *Server) Listen() error {
 	s.tcpLn = ln
 	if !s.cfg.DisableQUIC {
 		// The same port number on UDP, also when the TCP port was chosen by the kernel.
-		qln, err := quic.Listen(ln.Addr().String(), s.tunnelTLSConfig(), s.cfg.Tunnel)
+		tc := s.cfg.Tunnel.WithDefaults()
+		if tc.StatelessResetKey, err = s.data.StatelessResetKey(); err != nil {
+			ln.Close()
+			return err
+		}
+		qln, err := quic.Listen(ln.Addr().String(), s.tunnelTLSConfig(), &tc)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listening on udp %s: %w", ln.Addr(), err)

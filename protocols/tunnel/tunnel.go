@@ -82,6 +82,12 @@ type Config struct {
 	// stream's throughput at window/RTT and its buffered memory at window.
 	// Default 16 MiB.
 	StreamWindow uint32
+	// StatelessResetKey, on a QUIC listener, makes it answer the packets of
+	// connections it does not know — those of the previous process, after a
+	// restart on the same port — with a stateless reset, so that their
+	// peers learn at once that the connection is gone instead of at its
+	// idle timeout. It must stay the same across restarts. Nil: none.
+	StatelessResetKey *[32]byte
 	// Logger receives the transports' diagnostics. Default: discard.
 	Logger *slog.Logger
 }

@@ -122,7 +122,7 @@ func Listen(addr string, tlsConf *tls.Config, cfg *tunnel.Config) (*Listener, er
 		return nil, fmt.Errorf("listening on UDP %s: %w", addr, err)
 	}
 	c := cfg.WithDefaults()
-	tr := &quicgo.Transport{Conn: pc}
+	tr := &quicgo.Transport{Conn: pc, StatelessResetKey: (*quicgo.StatelessResetKey)(c.StatelessResetKey)}
 	ln, err := tr.Listen(tunnel.TLSConfig(tlsConf), quicConfig(c))
 	if err != nil {
 		_ = tr.Close()

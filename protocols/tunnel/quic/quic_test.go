@@ -68,3 +68,43 @@ func TestALPN(t *testing.T) {
 		})
 	}
 }
+
+// TestStatelessResetAfterRestart: a listener that vanishes without closing
+// its sessions and comes back on the same port with the same stateless
+// reset key ends its old sessions at their peers' next packet, not at
+// their idle timeout.
+func TestStatelessResetAfterRestart(t *testing.T) {
+	ca := pkitest.NewCA(t, td)
+	serverConf := tlsconfig.MTLSServerConfig(ca.SVID(t, gatewayID), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
+	clientConf := tlsconfig.MTLSClientConfig(ca.SVID(t, agentID), ca.Bundle(), tlsconfig.AuthorizeID(gatewayID))
+	key := &[32]byte{1, 2, 3}
+	cfg := &tunnel.Config{KeepAlive: 100 * time.Millisecond, IdleTimeout: time.Minute, StatelessResetKey: key}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	first, err := quic.Listen("127.0.0.1:0", serverConf, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := first.Addr().String()
+	go first.Accept(ctx)
+	s, err := quic.Dial(ctx, addr, clientConf, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := first.Vanish(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := quic.Listen(addr, serverConf, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	defer first.Close()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session to the vanished listener still lives after 10s (idle timeout: a minute)")
+	}
+}
