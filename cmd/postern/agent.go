@@ -63,7 +63,7 @@ type roleFile struct {
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("agent", "agent --gateway HOST:PORT --name NAME (--token T | --token-file F) [--data-dir DIR] [--transport auto|quic|tls] [--service NAME=PROTO://HOST:PORT]... [--config FILE]", stderr)
+	fs := newFlags("agent", "agent --gateway HOST:PORT --name NAME (--token T | --token-file F) [--data-dir DIR] [--transport auto|quic|tls] [--service NAME=PROTO://HOST:PORT]... [--drain-timeout D] [--config FILE]", stderr)
 	var f agentFile
 	var logs logFlags
 	var services listFlag

@@ -173,3 +173,31 @@ func TestAgentPostgresOptionsOnTCP(t *testing.T) {
 		t.Fatalf("got exit %d, stderr %q; want 2", got, stderr.String())
 	}
 }
+
+// TestAgentBadDrainTimeout: a negative --drain-timeout, or a drain_timeout
+// that is not a duration, is a usage error found before the agent starts.
+func TestAgentBadDrainTimeout(t *testing.T) {
+	tests := map[string]struct {
+		flag, yaml string
+		inErr      string
+	}{
+		"negative flag":  {flag: "-1s", inErr: "must not be negative"},
+		"not a duration": {yaml: "drain_timeout: soon\n", inErr: `drain_timeout "soon"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "agent.yaml")
+			os.WriteFile(path, []byte("name: db1\n"+tc.yaml), 0o644)
+			args := []string{"agent", "--config", path, "--data-dir", filepath.Join(dir, "data")}
+			if tc.flag != "" {
+				args = append(args, "--drain-timeout", tc.flag)
+			}
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), args, &stdout, &stderr)
+			if got := exitCode(err, &stderr); got != 2 || !strings.Contains(stderr.String(), tc.inErr) {
+				t.Fatalf("got exit %d, stderr %q; want 2 and %q", got, stderr.String(), tc.inErr)
+			}
+		})
+	}
+}
