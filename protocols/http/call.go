@@ -98,12 +98,7 @@ func (h *handler) callHeader(r *http.Request, c *call) http.Header {
 	}
 	hdr["X-Forwarded-Host"] = []string{r.Host}
 	hdr["X-Forwarded-Proto"] = []string{"https"}
-	if h.cfg.Assert != nil {
-		a, err := h.cfg.Assert(c.start, c.caller, h.cfg.Service)
-		if err != nil {
-			h.cfg.Logger.Error("signing the identity assertion", "session", h.cfg.Session, "err", err)
-			return hdr
-		}
+	if a := h.assertion(c); a != "" {
 		hdr[AssertionHeader] = []string{a}
 	}
 	return hdr

@@ -239,14 +239,23 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest) {
 	if c.caller.Auth != protocols.AuthSVID {
 		out.Header.Del("Authorization")
 	}
-	if h.cfg.Assert != nil {
-		a, err := h.cfg.Assert(c.start, c.caller, h.cfg.Service)
-		if err != nil {
-			h.cfg.Logger.Error("signing the identity assertion", "session", h.cfg.Session, "err", err)
-			return
-		}
+	if a := h.assertion(c); a != "" {
 		out.Header.Set(AssertionHeader, a)
 	}
+}
+
+// assertion returns the Postern-Jwt-Assertion of c, or "" when there is no
+// signer or it failed (logged): the request then goes without one.
+func (h *handler) assertion(c *call) string {
+	if h.cfg.Assert == nil {
+		return ""
+	}
+	a, err := h.cfg.Assert(c.start, c.caller, h.cfg.Service)
+	if err != nil {
+		h.cfg.Logger.Error("signing the identity assertion", "session", h.cfg.Session, "err", err)
+		return ""
+	}
+	return a
 }
 
 // upstreamError answers a request the upstream did not: 502 for HTTP,
