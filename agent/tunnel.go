@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,14 @@ func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 		}
 	}()
 	var open atomic.Int64 // data streams being served
+	var streams sync.WaitGroup
+	defer func() {
+		// The session is gone: the streams end with it, and none of them
+		// outlives serve (nor Run).
+		end()
+		sess.Close()
+		streams.Wait()
+	}()
 	go func() {
 		select {
 		case <-life.Done():
@@ -110,7 +119,9 @@ func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 			return
 		}
 		open.Add(1)
+		streams.Add(1)
 		go func() {
+			defer streams.Done()
 			defer open.Add(-1)
 			a.serveStream(life, st)
 		}()
