@@ -65,7 +65,6 @@ func (a *Agent) serve(ctx context.Context, sess tunnel.Session) {
 		return
 	}
 	life, end := context.WithCancel(context.WithoutCancel(ctx))
-	defer end()
 	go func() { <-sess.Done(); end() }()
 	go a.heartbeat(life, sess, ctl)
 	draining := make(chan struct{}, 1)
