@@ -35,10 +35,10 @@ func newCompressor(dir, id string) (*compressor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compressing recording: %w", err)
 	}
-	bw := writeBuffers.Get().(*bufio.Writer)
+	bw := writeBuffers.get()
 	bw.Reset(dst)
 	c := &compressor{dir: dir, id: id, tmp: tmp, dst: dst, bw: bw,
-		enc: archivers.Get().(*zstd.Encoder), head: true}
+		enc: archivers.get(), head: true}
 	c.enc.Reset(c.bw)
 	return c, nil
 }
@@ -110,9 +110,9 @@ func (c *compressor) close() {
 	c.dst.Close()
 	os.Remove(c.tmp) // gone after a successful commit
 	c.enc.Reset(nil)
-	archivers.Put(c.enc)
+	archivers.put(c.enc)
 	c.bw.Reset(nil)
-	writeBuffers.Put(c.bw)
+	writeBuffers.put(c.bw)
 }
 
 // compressSealed compresses the open recording of id, which the Log has
@@ -130,9 +130,9 @@ func compressSealed(dir, id string) error {
 		return err
 	}
 	defer c.close()
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	if _, err := io.CopyBuffer(c, &untilZero{r: src}, *buf); err != nil {
+	buf := copyBuffers.get()
+	defer copyBuffers.put(buf)
+	if _, err := io.CopyBuffer(c, &untilZero{r: src}, buf); err != nil {
 		return fmt.Errorf("compressing recording: %w", err)
 	}
 	return c.commit(open)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,10 +136,20 @@ func TestMappedFault(t *testing.T) {
 
 // BenchmarkCompressSealed is the work after a session's seal: its open
 // recording (Postgres query records) compressed into the sealed file,
-// synced. Reported per record, for a long session and a short one.
+// synced. Reported per record, for a long session and a short one, and for
+// a short one after garbage collections (as in a gateway, where many run
+// between two sessions' ends).
 func BenchmarkCompressSealed(b *testing.B) {
-	for _, n := range []int{20000, 3} {
-		b.Run(fmt.Sprintf("queries=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		n  int
+		gc bool
+	}{{20000, false}, {3, false}, {3, true}} {
+		n := c.n
+		name := fmt.Sprintf("queries=%d", n)
+		if c.gc {
+			name += "/after-gc"
+		}
+		b.Run(name, func(b *testing.B) {
 			dir := b.TempDir()
 			l, err := Open(dir, Options{Key: testKey})
 			if err != nil {
@@ -168,6 +179,10 @@ func BenchmarkCompressSealed(b *testing.B) {
 				}
 				writeFile(b, open, plain)
 				os.Remove(Path(dir, "s"))
+				if c.gc {
+					runtime.GC()
+					runtime.GC()
+				}
 				b.StartTimer()
 			}
 		})

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/postern/postern/protocols"
 )
 
@@ -151,8 +149,8 @@ func decoded(t testing.TB, b []byte) [][]byte {
 // compressed returns lines as a sealed recording's bytes, one zstd frame.
 func compressed(ls [][]byte) []byte {
 	var b bytes.Buffer
-	e := archivers.Get().(*zstd.Encoder)
-	defer archivers.Put(e)
+	e := archivers.get()
+	defer archivers.put(e)
 	e.Reset(&b)
 	e.Write(plain(ls))
 	e.Close()

@@ -3,7 +3,6 @@ package audit
 import (
 	"bufio"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -32,7 +31,7 @@ func newDecoder(r io.Reader) (*zstd.Decoder, error) {
 // (measured on Postgres query records: 8.6× at 184 MB/s against 7.9× at
 // 127 MB/s, BenchmarkCompressSealed); without entropy coding it is 1.35×
 // faster again but only 4.8× smaller.
-var archivers = sync.Pool{New: func() any {
+var archivers = newFreeList(4, func() *zstd.Encoder {
 	e, _ := zstd.NewWriter(nil, // cannot fail with these options
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(1),
@@ -40,10 +39,42 @@ var archivers = sync.Pool{New: func() any {
 		zstd.WithWindowSize(1<<20),
 	)
 	return e
-}}
+})
 
 // writeBuffers are the compressors' file buffers.
-var writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+var writeBuffers = newFreeList(4, func() *bufio.Writer { return bufio.NewWriterSize(nil, 64<<10) })
 
 // copyBuffers carry an open recording's bytes to its compressor.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+var copyBuffers = newFreeList(4, func() []byte { return make([]byte, 64<<10) })
+
+// freeList keeps up to a few values for reuse. Unlike a sync.Pool it is not
+// emptied by the garbage collector, which in a busy gateway runs many times
+// between two sessions' ends: an encoder (its 1 MiB history and its tables,
+// made and cleared again) would otherwise cost each short session's
+// compression half as much again (BenchmarkCompressSealed/after-gc).
+type freeList[T any] struct {
+	free    chan T
+	newItem func() T
+}
+
+func newFreeList[T any](n int, newItem func() T) *freeList[T] {
+	return &freeList[T]{free: make(chan T, n), newItem: newItem}
+}
+
+func (f *freeList[T]) get() T {
+	select {
+	case v := <-f.free:
+		return v
+	default:
+		return f.newItem()
+	}
+}
+
+// put keeps v if fewer than the list's size are kept; otherwise v is left
+// to the collector.
+func (f *freeList[T]) put(v T) {
+	select {
+	case f.free <- v:
+	default:
+	}
+}
