@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,26 +65,39 @@ func TestSealCompresses(t *testing.T) {
 	t.Logf("%d records: %d bytes of lines, %d compressed", len(got), len(plain(got)), len(sealed))
 }
 
-// TestMappedGrows: a session larger than the first reservation grows its
-// file, and its records all read back.
+// TestMappedGrows: a session larger than the first size of its file grows
+// it, under its mapping's reservation or past it (a new mapping), and its
+// records all read back.
 func TestMappedGrows(t *testing.T) {
-	dir := t.TempDir()
-	l, _ := openLog(t, dir, Options{})
-	evs := sessionEvents("s-1", 0)
-	l.Record(evs[0])
-	sql := string(bytes.Repeat([]byte("x"), 3000))
-	for range 400 { // 1.2 MB: several growths, two frames when sealed
-		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery,
-			Data: &protocols.PostgresQueryEvent{SQL: sql}})
-	}
-	recs, err := readAll(t, OpenPath(dir, "s-1"))
-	if err != nil || len(recs) != 401 {
-		t.Fatalf("open recording: %d records, %v", len(recs), err)
-	}
-	l.Record(evs[1])
-	l.Close()
-	if res, err := Verify(Path(dir, "s-1"), trusted(t)); err != nil || res.Records != 403 {
-		t.Fatalf("got %+v, %v", res, err)
+	for _, reserve := range []int{mapReserve, 128 << 10} {
+		t.Run(fmt.Sprintf("reserve=%d", reserve), func(t *testing.T) {
+			defer func(r int) { mapReserve = r }(mapReserve)
+			mapReserve = reserve
+			dir := t.TempDir()
+			l, _ := openLog(t, dir, Options{})
+			evs := sessionEvents("s-1", 0)
+			l.Record(evs[0])
+			sql := string(bytes.Repeat([]byte("x"), 3000))
+			for i := range 400 { // 1.2 MB: several growths, two frames when sealed
+				l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery,
+					Data: &protocols.PostgresQueryEvent{SQL: sql, Rows: int64(i)}})
+			}
+			recs, err := readAll(t, OpenPath(dir, "s-1"))
+			if err != nil || len(recs) != 401 {
+				t.Fatalf("open recording: %d records, %v", len(recs), err)
+			}
+			for i, r := range recs[1:] {
+				var q protocols.PostgresQueryEvent
+				if err := json.Unmarshal(r.Data, &q); err != nil || q.Rows != int64(i) || q.SQL != sql {
+					t.Fatalf("record %d: rows %d, %d bytes of SQL, %v", i+1, q.Rows, len(q.SQL), err)
+				}
+			}
+			l.Record(evs[1])
+			l.Close()
+			if res, err := Verify(Path(dir, "s-1"), trusted(t)); err != nil || res.Records != 403 {
+				t.Fatalf("got %+v, %v", res, err)
+			}
+		})
 	}
 }
 

@@ -27,7 +27,8 @@ type mapped struct {
 	// mu is held shared to use m, and exclusively to replace it (grow) or
 	// to close.
 	mu     sync.RWMutex
-	m      []byte // the mapping: the first len(m) bytes of f
+	m      []byte // the mapping, from the file's start; past size, address space only
+	size   int    // the file's length: the part of m that may be used
 	closed bool   // under mu
 
 	off   int          // bytes written; the writer's
@@ -36,12 +37,17 @@ type mapped struct {
 	prep  *preparer    // nil: the writer takes its own page faults
 }
 
-// Sizes of the mapping: the first one, and the most one growth adds, so
-// that a long session's file grows by bounded steps.
+// Sizes of the file: the first one, and the most one growth adds, so that
+// a long session's file grows by bounded steps.
 const (
 	mapInitial = 64 << 10
 	mapStep    = 64 << 20
 )
+
+// mapReserve is the least address space a mapping reserves, so that the
+// file grows under it without a new mapping (whose pages would have to be
+// made present again) until it is that long; smaller in tests.
+var mapReserve = 64 << 20
 
 // createMapped creates the file at path, which must not exist.
 func createMapped(path string, prep *preparer) (*mapped, error) {
@@ -57,11 +63,11 @@ func createMapped(path string, prep *preparer) (*mapped, error) {
 // write appends b. Only the session's writer calls it.
 func (w *mapped) write(b []byte) error {
 	w.mu.RLock()
-	if w.off+len(b) > len(w.m) {
+	if w.off+len(b) > w.size {
 		w.mu.RUnlock()
 		w.mu.Lock()
 		var err error
-		if w.off+len(b) > len(w.m) { // unless the preparer just did
+		if w.off+len(b) > w.size { // unless the preparer just did
 			err = w.grow(w.off + len(b))
 		}
 		w.mu.Unlock()
@@ -116,13 +122,13 @@ func copyIn(dst, b []byte) (err error) {
 	return nil
 }
 
-// grow extends the file and its mapping to at least need bytes; the
-// caller holds mu exclusively.
+// grow extends the file to at least need bytes, and its mapping if the
+// file outgrows it; the caller holds mu exclusively.
 func (w *mapped) grow(need int) error {
 	if w.closed {
 		return errors.New("recording closed")
 	}
-	size := max(mapInitial, len(w.m)+min(len(w.m), mapStep))
+	size := max(mapInitial, w.size+min(w.size, mapStep))
 	for size < need {
 		size += mapStep
 	}
@@ -132,15 +138,21 @@ func (w *mapped) grow(need int) error {
 	if err := w.f.Truncate(int64(size)); err != nil {
 		return fmt.Errorf("extending to %d bytes: %w", size, err)
 	}
-	m, err := unix.Mmap(int(w.f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("mapping %d bytes: %w", size, err)
+	if size > len(w.m) {
+		// Address space past the end of the file costs nothing until
+		// it is touched, and nothing touches it: m is used up to size.
+		reserve := max(mapReserve, 2*size)
+		m, err := unix.Mmap(int(w.f.Fd()), 0, reserve, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("mapping %d bytes: %w", reserve, err)
+		}
+		if w.m != nil {
+			unix.Munmap(w.m) //nolint:errcheck // a mapping of ours: cannot fail
+		}
+		w.m = m
+		w.ready.Store(0) // a new mapping has no pages present: from the writer's offset on, prepare again
 	}
-	if w.m != nil {
-		unix.Munmap(w.m) //nolint:errcheck // a mapping of ours: cannot fail
-	}
-	w.m = m
-	w.ready.Store(0) // a new mapping has no pages present: from the writer's offset on, prepare again
+	w.size = size
 	return nil
 }
 
@@ -149,10 +161,10 @@ func (w *mapped) grow(need int) error {
 func (w *mapped) prepare(from, until int) {
 	defer w.asked.Store(false)
 	w.mu.RLock()
-	if !w.closed && until > len(w.m) {
+	if !w.closed && until > w.size {
 		w.mu.RUnlock()
 		w.mu.Lock()
-		if !w.closed && until > len(w.m) {
+		if !w.closed && until > w.size {
 			w.grow(until) //nolint:errcheck // the writer meets the error and reports it
 		}
 		w.mu.Unlock()
@@ -164,7 +176,7 @@ func (w *mapped) prepare(from, until int) {
 	}
 	const page = 4096
 	from = max(from, int(w.ready.Load())) &^ (page - 1)
-	until = min(until, len(w.m))
+	until = min(until, w.size)
 	for from < until {
 		to := min(from+(64<<10), until)
 		// The kernel faults the pages in writable without touching
