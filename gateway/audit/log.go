@@ -96,7 +96,7 @@ type session struct {
 	id      string
 	w       *mapped // the open recording; written by the writer only
 	seq     int64
-	prev    string
+	prev    chainHash
 	pending []byte // encoded lines not yet written
 	spare   []byte // the other buffer, for the next batch
 	writing bool   // a goroutine is writing; it writes pending before it stops
@@ -229,7 +229,7 @@ func (l *Log) Record(e protocols.Event) {
 		s.ending, s.closed = true, true
 		s.err = errEnded
 		if err := s.append(Record{V: Version, Seq: s.seq, Time: t, Session: s.id, Type: SealType,
-			Data: l.opts.Key.seal(s.id, s.seq, s.prev)}); err != nil {
+			Data: l.opts.Key.seal(s.id, s.seq, s.prev.String())}); err != nil {
 			l.logger.Error("audit: sealing recording", "session", s.id, "error", err)
 		}
 		l.indexRow(s.row)
@@ -266,15 +266,14 @@ func encodeData(b []byte, v any) ([]byte, error) {
 // append encodes r as the next record of s into its pending buffer; the
 // caller holds s.mu.
 func (s *session) append(r Record) error {
-	r.Prev = s.prev
-	line, err := appendLine(s.line[:0], r)
+	line, err := appendLine(s.line[:0], r, s.prev.bytes())
 	s.line = line
 	if err != nil {
 		return err
 	}
 	s.pending = append(append(s.pending, line...), '\n')
 	s.seq++
-	s.prev = hash(line)
+	s.prev.after(line)
 	return nil
 }
 

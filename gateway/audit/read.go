@@ -105,8 +105,8 @@ func readFile(path string, keys Keys, fn func(Record, []byte) error) (Result, er
 // recording.
 type tail struct {
 	version int
-	next    int64  // seq of the next record
-	prev    string // prev of the next record
+	next    int64     // seq of the next record
+	prev    chainHash // prev of the next record
 	session string
 	ended   bool
 	sealed  bool // a seal was read (and verified, if there were keys)
@@ -266,7 +266,7 @@ func (t *tail) check(line []byte) (Record, error) {
 	case rec.Seq < i:
 		return bad(i, "record out of order (found seq %d)", rec.Seq)
 	}
-	if rec.Prev != t.prev {
+	if rec.Prev != string(t.prev.bytes()) {
 		if i == 0 {
 			return bad(0, "first record has a prev hash")
 		}
@@ -306,7 +306,7 @@ func (t *tail) check(line []byte) (Record, error) {
 		t.ended = true
 	}
 	t.next++
-	t.prev = hash(line)
+	t.prev.after(line)
 	t.size += int64(len(line)) + 1
 	t.last = rec.Time
 	return rec, nil

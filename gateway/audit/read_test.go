@@ -28,7 +28,7 @@ func rechain(t *testing.T, ls [][]byte, key *Key) [][]byte {
 		if r.Type == SealType && key != nil {
 			r.Data = key.seal(r.Session, r.Seq, prev)
 		}
-		line, err := appendLine(nil, r)
+		line, err := appendLine(nil, r, []byte(r.Prev))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -131,15 +131,17 @@ func encode(r Record) ([]byte, error) {
 	return b, nil
 }
 
-// appendLine appends the line of r to b, byte for byte what encode returns,
-// without reflection and without compacting r.Data again: r.Data must be
-// what json.Marshal made (compact, HTML-escaped), and r.Prev "" or what
-// hash returns (hex, needing no escape). Other fields that would need
-// escaping fall back to encode. The writer uses it; readers check lines
-// against encode, so a difference would show as a broken chain in tests.
-func appendLine(b []byte, r Record) ([]byte, error) {
+// appendLine appends the line of r with prev as its Prev to b, byte for
+// byte what encode returns, without reflection and without compacting
+// r.Data again: r.Data must be what json.Marshal made (compact,
+// HTML-escaped), and prev empty or a chainHash's (hex, needing no escape);
+// r.Prev is not used. Other fields that would need escaping fall back to
+// encode. The writer uses it; readers check lines against encode, so a
+// difference would show as a broken chain in tests.
+func appendLine(b []byte, r Record, prev []byte) ([]byte, error) {
 	if !plainJSONString(r.Session) || !plainJSONString(string(r.Type)) ||
 		r.Time.Year() < 0 || r.Time.Year() > 9999 {
+		r.Prev = string(prev)
 		line, err := encode(r)
 		return append(b, line...), err
 	}
@@ -160,7 +162,7 @@ func appendLine(b []byte, r Record) ([]byte, error) {
 		b = append(b, r.Data...)
 	}
 	b = append(b, `,"prev":"`...)
-	b = append(b, r.Prev...)
+	b = append(b, prev...)
 	return append(b, `"}`...), nil
 }
 
@@ -181,3 +183,29 @@ func hash(line []byte) string {
 	sum := sha256.Sum256(line)
 	return hex.EncodeToString(sum[:])
 }
+
+// chainHash is the prev value of the next record of a chain, kept without
+// an allocation per record: empty before the first record, then the hex
+// SHA-256 of the last line.
+type chainHash struct {
+	hex [2 * sha256.Size]byte
+	set bool
+}
+
+// after makes h the prev value of the record after line.
+func (h *chainHash) after(line []byte) {
+	sum := sha256.Sum256(line)
+	hex.Encode(h.hex[:], sum[:])
+	h.set = true
+}
+
+// bytes returns h as it is written in a record: nil before the first one.
+func (h *chainHash) bytes() []byte {
+	if !h.set {
+		return nil
+	}
+	return h.hex[:]
+}
+
+// String returns h as a record's Prev field.
+func (h *chainHash) String() string { return string(h.bytes()) }

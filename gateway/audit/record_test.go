@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func TestAppendLineMatchesEncode(t *testing.T) {
 	for name, r := range tests {
 		t.Run(name, func(t *testing.T) {
 			want, werr := encode(r)
-			got, gerr := appendLine(nil, r)
+			got, gerr := appendLine(nil, r, []byte(r.Prev))
 			if (werr == nil) != (gerr == nil) || !bytes.Equal(got, want) {
 				t.Fatalf("got %s (%v), want %s (%v)", got, gerr, want, werr)
 			}
@@ -54,7 +55,22 @@ func BenchmarkRecordLine(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
 		for b.Loop() {
-			buf, _ = appendLine(buf[:0], r)
+			buf, _ = appendLine(buf[:0], r, []byte(r.Prev))
 		}
 	})
+}
+
+// TestChainHash: the writer's and the verifier's running hash is empty
+// before the first record and then what hash returns for the last line.
+func TestChainHash(t *testing.T) {
+	var h chainHash
+	if h.bytes() != nil || h.String() != "" {
+		t.Fatalf("before the first record: %q", h.String())
+	}
+	for _, line := range []string{"", "{}", `{"v":2,"seq":0}`, strings.Repeat("x", 5000)} {
+		h.after([]byte(line))
+		if got, want := h.String(), hash([]byte(line)); got != want || string(h.bytes()) != want {
+			t.Fatalf("after %.20q: %s, want %s", line, got, want)
+		}
+	}
 }

@@ -113,7 +113,8 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 			first = r.Time
 		}
 		put(append(line, '\n')) // line is the reader's buffer, reused
-		s.seq, s.prev = r.Seq+1, hash(line)
+		s.seq = r.Seq + 1
+		s.prev.after(line)
 		s.indexRecord(r)
 		if r.Type == protocols.TCPData {
 			var d protocols.TCPDataEvent
@@ -171,7 +172,7 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	}
 	if !t.sealed {
 		if err := s.append(Record{V: Version, Seq: s.seq, Time: at, Session: id, Type: SealType,
-			Data: key.seal(id, s.seq, s.prev)}); err != nil {
+			Data: key.seal(id, s.seq, s.prev.String())}); err != nil {
 			return store.Session{}, err
 		}
 	}
