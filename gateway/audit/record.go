@@ -178,12 +178,6 @@ func plainJSONString(s string) bool {
 	return true
 }
 
-// hash returns the prev value of the record after line.
-func hash(line []byte) string {
-	sum := sha256.Sum256(line)
-	return hex.EncodeToString(sum[:])
-}
-
 // chainHash is the prev value of the next record of a chain, kept without
 // an allocation per record: empty before the first record, then the hex
 // SHA-256 of the last line.
