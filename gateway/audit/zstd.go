@@ -49,9 +49,10 @@ var copyBuffers = newFreeList(4, func() []byte { return make([]byte, 64<<10) })
 
 // freeList keeps up to a few values for reuse. Unlike a sync.Pool it is not
 // emptied by the garbage collector, which in a busy gateway runs many times
-// between two sessions' ends: an encoder (its 1 MiB history and its tables,
-// made and cleared again) would otherwise cost each short session's
-// compression half as much again (BenchmarkCompressSealed/after-gc).
+// between two sessions' ends: each short session's compression would
+// otherwise make and clear a fresh encoder, its 1 MiB history and its
+// tables (BenchmarkCompressSealed/after-gc: 199 KB allocated a record
+// against 480 bytes).
 type freeList[T any] struct {
 	free    chan T
 	newItem func() T
