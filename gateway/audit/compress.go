@@ -75,11 +75,10 @@ func (c *compressor) Write(p []byte) (int, error) {
 }
 
 // commit ends the file, syncs it, and gives it the sealed name in place of
-// the open recording at open, which it removes unless keep (if not nil)
-// took it away (see spares). It does not read the file back: a read would
+// the open recording at open. It does not read the file back: a read would
 // come from the page cache, which proves nothing about the disk, and each
 // frame's checksum is checked whenever the recording is read.
-func (c *compressor) commit(open string, keep func() bool) error {
+func (c *compressor) commit(open string) error {
 	err := c.enc.Close()
 	if err == nil {
 		err = c.bw.Flush()
@@ -93,7 +92,7 @@ func (c *compressor) commit(open string, keep func() bool) error {
 	if err == nil {
 		err = os.Rename(c.tmp, Path(c.dir, c.id))
 	}
-	if err == nil && (keep == nil || !keep()) {
+	if err == nil {
 		err = os.Remove(open)
 	}
 	if err == nil {
@@ -118,9 +117,8 @@ func (c *compressor) close() {
 
 // compressSealed compresses the open recording of id, which the Log has
 // just sealed, into its sealed file: the same bytes, not read as records
-// (a change since would show when it is verified, as in any copy). The
-// open recording is then removed, unless keep (if not nil) takes it.
-func compressSealed(dir, id string, keep func() bool) error {
+// (a change since would show when it is verified, as in any copy).
+func compressSealed(dir, id string) error {
 	open := OpenPath(dir, id)
 	src, err := os.Open(open)
 	if err != nil {
@@ -137,5 +135,5 @@ func compressSealed(dir, id string, keep func() bool) error {
 	if _, err := io.CopyBuffer(c, &untilZero{r: src}, buf); err != nil {
 		return fmt.Errorf("compressing recording: %w", err)
 	}
-	return c.commit(open, keep)
+	return c.commit(open)
 }

@@ -184,7 +184,7 @@ func BenchmarkCompressSealed(b *testing.B) {
 			b.SetBytes(int64(len(plain) / (n + 1)))
 			b.ResetTimer()
 			for range max(b.N/(n+1), 1) {
-				if err := compressSealed(dir, "s", nil); err != nil {
+				if err := compressSealed(dir, "s"); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()

@@ -82,11 +82,10 @@ type Log struct {
 	sessions map[string]*session
 	closed   bool
 
-	index  chan store.Session
-	prep   *preparer
-	spares *spares
-	stop   chan struct{}
-	done   sync.WaitGroup
+	index chan store.Session
+	prep  *preparer
+	stop  chan struct{}
+	done  sync.WaitGroup
 }
 
 // session is one open recording. Lock order: Log.mu may be taken while
@@ -138,7 +137,6 @@ func Open(dir string, opts Options) (*Log, error) {
 		logger:   opts.Logger,
 		sessions: make(map[string]*session),
 		stop:     make(chan struct{}),
-		spares:   newSpares(dir),
 	}
 	l.done.Add(2)
 	go l.flushLoop(opts.FlushInterval)
@@ -398,10 +396,7 @@ func (l *Log) create(s *session) {
 		s.closed, s.err = true, errEnded
 		return
 	}
-	w, err := l.spares.take(OpenPath(l.dir, s.id))
-	if w == nil && err == nil {
-		w, err = createMapped(OpenPath(l.dir, s.id), l.prep)
-	}
+	w, err := createMapped(OpenPath(l.dir, s.id), l.prep)
 	if err != nil {
 		s.closed, s.err = true, err
 		return
@@ -435,8 +430,14 @@ func (l *Log) write(s *session) {
 			}
 			s.mu.Unlock()
 			if ending {
+				err := l.seal(w)
+				if err != nil {
+					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
+				}
 				l.remove(s)
-				l.afterSeal(s.id, w)
+				if err == nil {
+					l.afterSeal(s.id)
+				}
 			}
 			return
 		}
@@ -477,40 +478,35 @@ func (l *Log) writeFailed(s *session, err error) {
 	l.remove(s)
 }
 
-// afterSeal compresses the sealed recording of id, written through w, into
-// its sealed file and uploads that to the bucket (if there is one), in the
-// background; Close waits for both. The open recording keeps its name until
-// its sealed file is in place and synced (a crash of the machine before
-// that leaves what the kernel had written of it for RecoverUnsealed); then
-// it becomes a spare or is removed.
-func (l *Log) afterSeal(id string, w *mapped) {
-	compress := func() error {
-		kept := false
-		err := compressSealed(l.dir, id, func() bool {
-			kept = l.spares.keep(w)
-			return kept
-		})
-		if !kept {
-			if cerr := w.close(false); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
-			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
-		}
-		return err
+// seal closes a sealed recording. It keeps its open name until afterSeal
+// has compressed it into its sealed file, which is synced; a crash of the
+// machine before that leaves what the kernel had written of the open one
+// for RecoverUnsealed.
+func (l *Log) seal(w *mapped) error {
+	if err := w.close(false); err != nil {
+		return fmt.Errorf("sealing recording: %w", err)
 	}
+	return nil
+}
+
+// afterSeal compresses the sealed recording of id into its sealed file and
+// uploads that to the bucket (if there is one), in the background; Close
+// waits for both.
+func (l *Log) afterSeal(id string) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		compress() //nolint:errcheck // logged
+		if err := compressSealed(l.dir, id); err != nil {
+			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
+		}
 		return
 	}
 	l.done.Add(1)
 	l.mu.Unlock()
 	go func() {
 		defer l.done.Done()
-		if compress() != nil {
+		if err := compressSealed(l.dir, id); err != nil {
+			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
 			return
 		}
 		if l.opts.Bucket != nil {
@@ -696,6 +692,5 @@ func (l *Log) Close() error {
 	}
 	close(l.stop)
 	l.done.Wait()
-	l.spares.close()
 	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -311,6 +312,51 @@ func BenchmarkRecord(b *testing.B) {
 	for b.Loop() {
 		l.Record(ev)
 	}
+}
+
+// BenchmarkSessions is what recording costs the gateway over whole
+// sessions like pgbench's: 4 at a time, each of 2,000 Postgres queries,
+// from the first record to the sealed file compressed, with the background
+// work (pages made present, compression) included. cpu-ns/record is the
+// process's CPU time, user and system, per record.
+func BenchmarkSessions(b *testing.B) {
+	l, err := Open(b.TempDir(), Options{Key: testKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	query := &protocols.PostgresQueryEvent{
+		SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = $1", Params: []*string{ptr("123")},
+		Protocol: "extended", Class: "read", Verdict: "allow", Rule: "bench",
+		Completed: []string{"SELECT 1"}, Rows: 1, Duration: 0.1}
+	const queries = 2000
+	var next atomic.Int64
+	before := processCPU()
+	b.SetParallelism(2) // 4 sessions at a time on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("s-%d", next.Add(1))
+			evs := sessionEvents(id, 0)
+			l.Record(evs[0])
+			for range queries {
+				l.Record(protocols.Event{Session: id, Type: protocols.PostgresQuery, Data: query})
+			}
+			l.Record(evs[1])
+		}
+	})
+	if err := l.Close(); err != nil { // waits for the compression
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((processCPU()-before).Nanoseconds())/float64(b.N*(queries+3)), "cpu-ns/record")
+}
+
+// processCPU returns the CPU time, user and system, of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestLiveIndexRow: the index row of an open session follows its records,

@@ -23,8 +23,7 @@ import (
 // pages ahead of the writer present and writable in the background, and
 // grows the file before the writer needs it to.
 type mapped struct {
-	f    *os.File
-	path string // the file's name; a spare's changes
+	f *os.File
 	// mu is held shared to use m, and exclusively to replace it (grow) or
 	// to close.
 	mu     sync.RWMutex
@@ -56,7 +55,7 @@ func createMapped(path string, prep *preparer) (*mapped, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating recording: %w", err)
 	}
-	w := &mapped{f: f, path: path, prep: prep}
+	w := &mapped{f: f, prep: prep}
 	w.ask()
 	return w, nil
 }
@@ -211,12 +210,6 @@ func (w *mapped) close(sync bool) error {
 		return fmt.Errorf("closing recording: %w", err)
 	}
 	return nil
-}
-
-// remove closes w and removes its file.
-func (w *mapped) remove() {
-	w.close(false) //nolint:errcheck // the file goes
-	os.Remove(w.path)
 }
 
 // preparer makes the pages ahead of every open recording's writer present,

@@ -179,7 +179,7 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	s.row.Events = s.seq
 	put(s.pending)
 	if werr == nil {
-		werr = c.commit(open, nil)
+		werr = c.commit(open)
 	}
 	if werr != nil {
 		return store.Session{}, fmt.Errorf("writing sealed recording: %w", werr)
