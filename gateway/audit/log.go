@@ -489,6 +489,12 @@ func (l *Log) seal(w *mapped) error {
 	return nil
 }
 
+// compressing bounds the recordings compressed at a time to the encoders
+// kept (archivers): when many sessions end at once, the others wait their
+// turn instead of each making an encoder (its tables and history: ~200 KB
+// for a short recording, over 1 MiB for a long one; TestManyEndsShareEncoders).
+var compressing = make(chan struct{}, cap(archivers.free))
+
 // afterSeal compresses the sealed recording of id into its sealed file and
 // uploads that to the bucket (if there is one), in the background; Close
 // waits for both.
@@ -505,7 +511,10 @@ func (l *Log) afterSeal(id string) {
 	l.mu.Unlock()
 	go func() {
 		defer l.done.Done()
-		if err := compressSealed(l.dir, id); err != nil {
+		compressing <- struct{}{}
+		err := compressSealed(l.dir, id)
+		<-compressing
+		if err != nil {
 			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
 			return
 		}
