@@ -176,6 +176,16 @@ func appendFloat(b []byte, f float64) []byte {
 	return b
 }
 
+// plainByte tells the ASCII bytes encoding/json writes as themselves in a
+// string: printable, not '"', '\\', '<', '>' or '&'. A table: one load a
+// byte instead of six comparisons.
+var plainByte = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendString writes s as encoding/json writes a string, HTML-escaped:
 // quotes, backslashes and control characters escaped, '<', '>' and '&' as
 // \u003c and so on, U+2028 and U+2029 as \u2028 and \u2029, and each byte
@@ -186,7 +196,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if plainByte[c] {
 				i++
 				continue
 			}
