@@ -195,6 +195,16 @@ func (l *Listener) Close() error {
 	l.mu.Unlock()
 
 	err := l.ln.Close()
+	// Sessions whose handshake was done but that nobody accepted yet would
+	// be dropped by the transport without a word, and their peers would
+	// wait for a confirmation until their dial timed out: close them.
+	for {
+		conn, aerr := l.ln.Accept(context.Background()) // drains, then fails
+		if aerr != nil {
+			break
+		}
+		_ = conn.CloseWithError(codeClosed, "listener closed")
+	}
 	for _, s := range live {
 		_ = s.Close()
 	}

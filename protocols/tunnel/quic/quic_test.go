@@ -2,9 +2,11 @@ package quic_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
@@ -106,5 +108,39 @@ func TestStatelessResetAfterRestart(t *testing.T) {
 	case <-s.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session to the vanished listener still lives after 10s (idle timeout: a minute)")
+	}
+}
+
+// TestCloseEndsUnacceptedSessions: a session whose handshake was done but
+// that was not accepted yet when the listener closes is closed, so that its
+// peer's dial fails at once instead of waiting out its timeout.
+func TestCloseEndsUnacceptedSessions(t *testing.T) {
+	ca := pkitest.NewCA(t, td)
+	serverConf := tlsconfig.MTLSServerConfig(ca.SVID(t, gatewayID), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
+	clientConf := tlsconfig.MTLSClientConfig(ca.SVID(t, agentID), ca.Bundle(), tlsconfig.AuthorizeID(gatewayID))
+	cfg := &tunnel.Config{HandshakeTimeout: time.Minute}
+	ln, err := quic.Listen("127.0.0.1:0", serverConf, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialed := make(chan error, 1)
+	go func() {
+		s, err := quic.Dial(context.Background(), ln.Addr().String(), clientConf, cfg)
+		if err == nil {
+			s.Close()
+		}
+		dialed <- err
+	}()
+	// Nobody accepts. A loopback handshake takes milliseconds; were it not
+	// done by the Close, the dial would run into a timeout and the test
+	// would fail, not pass.
+	time.Sleep(time.Second)
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = <-dialed
+	var closed *quicgo.ApplicationError
+	if !errors.As(err, &closed) || !closed.Remote {
+		t.Fatalf("dial got %v, want the session closed by the listener", err)
 	}
 }
