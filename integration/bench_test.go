@@ -108,31 +108,13 @@ func benchBulk(b *testing.B, dial func() (net.Conn, error)) {
 			b.Fatalf("handshaking: %v", err)
 		}
 	}
-	buf := make([]byte, benchWrite)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
+	buf := bulkBuffer()
 	b.SetBytes(benchWrite)
 	b.ResetTimer()
-	var sent int64
-	for range b.N {
-		n, err := c.Write(buf)
-		sent += int64(n)
-		if err != nil {
-			b.Fatalf("writing: %v", err)
-		}
-	}
-	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-		b.Fatalf("half-closing: %v", err)
-	}
-	var got [8]byte
-	if _, err := io.ReadFull(c, got[:]); err != nil {
-		b.Fatalf("reading the sink's count: %v", err)
+	if err := sendBulk(c, buf, b.N); err != nil {
+		b.Fatal(err)
 	}
 	b.StopTimer()
-	if n := int64(binary.BigEndian.Uint64(got[:])); n != sent {
-		b.Fatalf("sink got %d bytes, want %d", n, sent)
-	}
 }
 
 // startCountingSink runs a TCP service that discards what it reads and, at

@@ -153,41 +153,22 @@ func BenchmarkPgbench(b *testing.B) {
 			const rounds = 8
 			perClient := max(b.N/(4*2*rounds), 1)
 			args := append(append(append([]string{}, base...), scripts[script]...), "-t", strconv.Itoa(perClient))
-			run := func(path string) (tps, cpu float64) {
-				before := processCPU()
+			alternate(b, rounds, "tps", "txn", func(on bool) (float64, int) {
+				path := norec
+				if on {
+					path = tunnel.TLS
+				}
 				out, err := pgbenchOut(paths[path], args)
 				if err != nil {
 					b.Fatalf("pgbench: %v\n%s", err, out)
 				}
-				time.Sleep(200 * time.Millisecond)
-				cpu = float64((processCPU() - before).Microseconds()) / float64(4*perClient)
 				m := tpsRe.FindStringSubmatch(out)
 				if m == nil {
 					b.Fatalf("no tps in pgbench output:\n%s", out)
 				}
-				tps, _ = strconv.ParseFloat(m[1], 64)
-				return tps, cpu
-			}
-			var on, off, ratio, onCPU, offCPU []float64
-			b.ResetTimer()
-			for i := range rounds {
-				var a, c, acpu, ccpu float64
-				if i%2 == 0 {
-					a, acpu = run(tunnel.TLS)
-					c, ccpu = run(norec)
-				} else {
-					c, ccpu = run(norec)
-					a, acpu = run(tunnel.TLS)
-				}
-				on, off, ratio = append(on, a), append(off, c), append(ratio, a/c)
-				onCPU, offCPU = append(onCPU, acpu), append(offCPU, ccpu)
-			}
-			b.StopTimer()
-			b.ReportMetric(median(on), "on-tps")
-			b.ReportMetric(median(off), "off-tps")
-			b.ReportMetric(median(ratio), "on/off")
-			b.ReportMetric(median(onCPU), "on-cpu-µs/txn")
-			b.ReportMetric(median(offCPU), "off-cpu-µs/txn")
+				tps, _ := strconv.ParseFloat(m[1], 64)
+				return tps, 4 * perClient
+			})
 		})
 	}
 }

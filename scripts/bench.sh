@@ -14,10 +14,11 @@
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
-#   audit         BenchmarkPgbench/{select,select-prepared}/recording: the TLS
-#                 chain with recording on and off (tls-norec), alternating
-#                 runs, on/off the median of the rounds' ratios; BenchmarkRecord,
-#                 BenchmarkCompressSealed, BenchmarkVerify
+#   audit         BenchmarkPgbench/{select,select-prepared}/recording and
+#                 BenchmarkRecording/{chain,connect} (./integration/): the TLS
+#                 chain with recording on and off (a gateway recording nothing),
+#                 alternating runs, on/off the median of the rounds' ratios; BenchmarkRecord,
+#                 BenchmarkWholeSessions, BenchmarkCompressSealed, BenchmarkVerify
 #                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
 #                 `audit list` over 10,000 sessions), BenchmarkSessions
 #                 (./gateway/audit/ui/), BenchmarkSessionsAll (./gateway/store/sqlite/)
@@ -90,10 +91,12 @@ run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount"
 run postgres -bench '^BenchmarkPgbench$/./(direct|relay|relay2|socat|socat2|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
 # Recording on against off, interleaved in 8 rounds of 2,000 transactions a path.
 run recording -bench '^BenchmarkPgbench$/(select|select-prepared)/recording$' -benchtime 128000x -count "$count" ./integration/
+# The same for bulk throughput (16 runs of 256 MiB) and new connections (16 runs of 256).
+run recording -bench '^BenchmarkRecording$' -benchtime 4096x -count "$count" ./integration/
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
 run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
 run pgpolicy -bench '^BenchmarkAuthorizePostgresStatement$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/
-run audit -bench '^(BenchmarkRecord|BenchmarkCompressSealed|BenchmarkVerify|BenchmarkAuditList|BenchmarkSessions|BenchmarkSessionsAll)$' -benchtime "$microtime" -count "$microcount" ./gateway/audit/ ./cmd/postern/ ./gateway/audit/ui/ ./gateway/store/sqlite/
+run audit -bench '^(BenchmarkRecord|BenchmarkWholeSessions|BenchmarkCompressSealed|BenchmarkVerify|BenchmarkAuditList|BenchmarkSessions|BenchmarkSessionsAll)$' -benchtime "$microtime" -count "$microcount" ./gateway/audit/ ./cmd/postern/ ./gateway/audit/ui/ ./gateway/store/sqlite/
 run http -bench '^(BenchmarkHTTP|BenchmarkGRPC)$' -benchtime "$benchtime" -count "$count" ./integration/
 run httpparts -bench '^(BenchmarkAuthorizeHTTPRequest|BenchmarkCleanPath|BenchmarkAssert|BenchmarkAuthenticateAPIKey|BenchmarkAuthenticateJWT)$' -benchtime "$microtime" -count "$microcount" ./gateway/policy/ ./protocols/http/ ./gateway/assertion/ ./gateway/bearer/
 
@@ -138,8 +141,8 @@ function fmtns(ns) {
     if ($i == "p50-ms") add(name SUBSEP "p50", $(i - 1))
     if ($i == "p99-ms") add(name SUBSEP "p99", $(i - 1))
     if ($i == "on/off") add(name SUBSEP "onoff", $(i - 1))
-    if ($i == "on-tps") add(name SUBSEP "on", $(i - 1))
-    if ($i == "off-tps") add(name SUBSEP "off", $(i - 1))
+    if ($i ~ /^on-/ && $i !~ /^on-cpu/) { add(name SUBSEP "on", $(i - 1)); unit[name] = substr($i, 4) }
+    if ($i ~ /^off-/ && $i !~ /^off-cpu/) add(name SUBSEP "off", $(i - 1))
   }
 }
 END {
@@ -180,9 +183,10 @@ END {
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)
     if (p[2] != "onoff") continue
-    t = p[1]; sub(/^BenchmarkPgbench\//, "", t); sub(/\/recording$/, "", t)
+    t = p[1]; sub(/^Benchmark/, "", t); sub(/\/recording$/, "", t)
     r = median(order[k])
-    printf "  %-18s on %10.1f tps, off %10.1f tps, on/off %.3f: %+.1f%%\n", t, median(p[1] SUBSEP "on"), median(p[1] SUBSEP "off"), r, (r - 1) * 100
+    u = unit[p[1]]
+    printf "  %-26s on %10.1f %s, off %10.1f %s, on/off %.3f: %+.1f%%\n", t, median(p[1] SUBSEP "on"), u, median(p[1] SUBSEP "off"), u, r, (r - 1) * 100
   }
   printf "\nHTTP (50 keep-alive connections) and gRPC (unary, 50 in flight), per-request policy on (median of runs;\n"
   printf "x revproxy: against one hop of httputil.ReverseProxy)\n"

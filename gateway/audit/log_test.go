@@ -315,12 +315,12 @@ func BenchmarkRecord(b *testing.B) {
 	}
 }
 
-// BenchmarkSessions is what recording costs the gateway over whole
+// BenchmarkWholeSessions is what recording costs the gateway over whole
 // sessions like pgbench's: 4 at a time, each of 2,000 Postgres queries,
 // from the first record to the sealed file compressed, with the background
 // work (pages made present, compression) included. cpu-ns/record is the
 // process's CPU time, user and system, per record.
-func BenchmarkSessions(b *testing.B) {
+func BenchmarkWholeSessions(b *testing.B) {
 	l, err := Open(b.TempDir(), Options{Key: testKey})
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,161 @@
+package integration
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/postern/postern/agent"
+	"github.com/postern/postern/gateway"
+	"github.com/postern/postern/protocols"
+	"github.com/postern/postern/protocols/tunnel"
+)
+
+// BenchmarkRecording measures what recording costs the whole chain's
+// benchmarks (BenchmarkChain, BenchmarkConnect): the TLS chain with
+// recording on, as the gateway always runs, against the same chain through
+// a second gateway whose recorder discards everything. chain is bulk
+// throughput on one connection (one session, its tcp.data records batched);
+// connect is new connections, each a session whose recording is created,
+// sealed and compressed. Runs alternate as in BenchmarkPgbench's recording
+// (on-off, off-on, …), each followed by a pause in which the gateway
+// finishes its background work; on/off is the median of the rounds' ratios,
+// and the process's CPU time over each run and its pause is reported per
+// MiB or per connection.
+func BenchmarkRecording(b *testing.B) {
+	sink, echo := startCountingSink(b), startEcho(b)
+	type chain struct {
+		g    *gw
+		svid *x509svid.SVID
+	}
+	chains := map[bool]chain{}
+	for _, on := range []bool{true, false} {
+		var opts []gwOption
+		name := "bench-rec-on"
+		if !on {
+			name = "bench-rec-off"
+			opts = append(opts, func(c *gateway.Config) {
+				c.Recorder = protocols.RecorderFunc(func(protocols.Event) {})
+			})
+		}
+		g := startGateway(b, basePolicy, opts...)
+		a := startAgent(b, g, name, tunnel.TLS, b.TempDir(),
+			agent.Service{Name: "sink", Protocol: "tcp", Address: sink}, echoService(echo))
+		if got := a.waitConnected(b); got != tunnel.TLS {
+			b.Fatalf("got transport %q, want %q", got, tunnel.TLS)
+		}
+		svid := issue(b, g, benchIdentity, "ops")
+		waitFor(b, 10*time.Second, "sink and echo reachable", func() bool {
+			return sinkReachable(g, "sink", svid) == nil && echoOnce(g, "echo", svid) == nil
+		})
+		chains[on] = chain{g, svid}
+	}
+
+	const rounds = 8
+	b.Run("chain", func(b *testing.B) {
+		chunks := max(b.N/(2*rounds), 1)
+		buf := bulkBuffer()
+		alternate(b, rounds, "MB/s", "MiB", func(on bool) (float64, int) {
+			c := chains[on]
+			conn, err := dialService(c.g, "sink", c.svid)
+			if err != nil {
+				b.Fatalf("dialing: %v", err)
+			}
+			defer conn.Close()
+			if err := conn.Handshake(); err != nil {
+				b.Fatalf("handshaking: %v", err)
+			}
+			start := time.Now()
+			if err := sendBulk(conn, buf, chunks); err != nil {
+				b.Fatal(err)
+			}
+			return float64(chunks*benchWrite) / 1e6 / time.Since(start).Seconds(), chunks * benchWrite >> 20
+		})
+	})
+	b.Run("connect", func(b *testing.B) {
+		conns := max(b.N/(2*rounds), 1)
+		alternate(b, rounds, "conn/s", "conn", func(on bool) (float64, int) {
+			c := chains[on]
+			start := time.Now()
+			for range conns {
+				if err := echoOnce(c.g, "echo", c.svid); err != nil {
+					b.Fatalf("connecting: %v", err)
+				}
+			}
+			return float64(conns) / time.Since(start).Seconds(), conns
+		})
+	})
+}
+
+// alternate runs measure with recording on and off, in rounds that
+// alternate which goes first, each run followed by a pause of 200 ms for
+// the gateway's background work (compressing sealed recordings). measure
+// returns a rate (rate names its metric) and how many units it did;
+// reported are the medians of the rates, of the rounds' ratios on/off, and
+// of the process's CPU time per unit over each run and its pause.
+func alternate(b *testing.B, rounds int, rate, unit string, measure func(on bool) (rate float64, units int)) {
+	var on, off, ratio, onCPU, offCPU []float64
+	run := func(rec bool) (float64, float64) {
+		before := processCPU()
+		rate, units := measure(rec)
+		time.Sleep(200 * time.Millisecond)
+		return rate, float64((processCPU() - before).Microseconds()) / float64(max(units, 1))
+	}
+	b.ResetTimer()
+	for i := range rounds {
+		var a, c, acpu, ccpu float64
+		if i%2 == 0 {
+			a, acpu = run(true)
+			c, ccpu = run(false)
+		} else {
+			c, ccpu = run(false)
+			a, acpu = run(true)
+		}
+		on, off, ratio = append(on, a), append(off, c), append(ratio, a/c)
+		onCPU, offCPU = append(onCPU, acpu), append(offCPU, ccpu)
+	}
+	b.StopTimer()
+	b.ReportMetric(median(on), "on-"+rate)
+	b.ReportMetric(median(off), "off-"+rate)
+	b.ReportMetric(median(ratio), "on/off")
+	b.ReportMetric(median(onCPU), "on-cpu-µs/"+unit)
+	b.ReportMetric(median(offCPU), "off-cpu-µs/"+unit)
+}
+
+// bulkBuffer returns a client write of BenchmarkChain.
+func bulkBuffer() []byte {
+	buf := make([]byte, benchWrite)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	return buf
+}
+
+// sendBulk writes buf chunks times on c, half-closes it and checks the
+// sink's byte count.
+func sendBulk(c net.Conn, buf []byte, chunks int) error {
+	var sent int64
+	for range chunks {
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			return fmt.Errorf("writing: %w", err)
+		}
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		return fmt.Errorf("half-closing: %w", err)
+	}
+	var got [8]byte
+	if _, err := io.ReadFull(c, got[:]); err != nil {
+		return fmt.Errorf("reading the sink's count: %w", err)
+	}
+	if n := int64(binary.BigEndian.Uint64(got[:])); n != sent {
+		return fmt.Errorf("sink got %d bytes, want %d", n, sent)
+	}
+	return nil
+}
