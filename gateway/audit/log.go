@@ -617,6 +617,26 @@ func (l *Log) indexRow(row store.Session) {
 	}
 }
 
+// indexLinger is how long the index waits for more rows after one comes,
+// so that they share a transaction.
+const indexLinger = 50 * time.Millisecond
+
+// lastRows keeps, of the rows of each session in rows, the last one, in
+// place of the first.
+func lastRows(rows []store.Session) []store.Session {
+	at := make(map[string]int, len(rows))
+	out := rows[:0]
+	for _, r := range rows {
+		if i, ok := at[r.ID]; ok {
+			out[i] = r
+			continue
+		}
+		at[r.ID] = len(out)
+		out = append(out, r)
+	}
+	return out
+}
+
 func (l *Log) indexLoop() {
 	defer l.done.Done()
 	var batch []store.Session
@@ -631,19 +651,29 @@ func (l *Log) indexLoop() {
 		cancel()
 		batch = batch[:0]
 	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case row := <-l.index:
+			// Rows that come within indexLinger share a transaction, and a
+			// session's rows in it are written once, its last (a short
+			// session's start and end, say).
 			batch = append(batch, row)
+			linger.Reset(indexLinger)
+		collect:
 			for len(batch) < 512 {
 				select {
 				case row := <-l.index:
 					batch = append(batch, row)
-					continue
-				default:
+				case <-linger.C:
+					break collect
+				case <-l.stop:
+					break collect
 				}
-				break
 			}
+			linger.Stop()
+			batch = lastRows(batch)
 			flush()
 		case <-l.stop:
 			for {

@@ -20,10 +20,12 @@ import (
 	"github.com/postern/postern/protocols"
 )
 
-// memIndex is an Index that keeps the last row of each session.
+// memIndex is an Index that keeps the last row of each session, and counts
+// the rows and batches it was given.
 type memIndex struct {
-	mu   sync.Mutex
-	rows map[string]store.Session
+	mu               sync.Mutex
+	rows             map[string]store.Session
+	written, batches int
 }
 
 func (m *memIndex) IndexSessions(_ context.Context, ss []store.Session) error {
@@ -32,6 +34,8 @@ func (m *memIndex) IndexSessions(_ context.Context, ss []store.Session) error {
 	if m.rows == nil {
 		m.rows = map[string]store.Session{}
 	}
+	m.written += len(ss)
+	m.batches++
 	for _, s := range ss {
 		m.rows[s.ID] = s
 	}
@@ -399,6 +403,54 @@ func TestManyEndsShareEncoders(t *testing.T) {
 		t.Fatalf("%d sessions ending at once allocated %d bytes", n, got)
 	} else {
 		t.Logf("%d sessions ending at once allocated %d bytes", n, got)
+	}
+}
+
+// TestIndexRowsShareBatches: rows that come close together are written in
+// one batch, each session's last row only: a short session's start and end
+// become one row.
+func TestIndexRowsShareBatches(t *testing.T) {
+	idx := &memIndex{}
+	l, _ := openLog(t, t.TempDir(), Options{Index: idx})
+	const n = 20
+	for i := range n {
+		for _, e := range sessionEvents(fmt.Sprintf("s-%d", i), 1) {
+			l.Record(e)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if len(idx.rows) != n || idx.written >= 2*n || idx.batches >= n {
+		t.Fatalf("%d sessions indexed in %d rows and %d batches; want %d sessions in fewer rows than their %d starts and ends, and fewer batches than sessions",
+			len(idx.rows), idx.written, idx.batches, n, 2*n)
+	}
+	for id, r := range idx.rows {
+		if r.Status != StatusSealed || r.Outcome != protocols.OutcomeOK {
+			t.Fatalf("%s: last row %+v, want its end", id, r)
+		}
+	}
+}
+
+func TestLastRows(t *testing.T) {
+	row := func(id string, events int64) store.Session { return store.Session{ID: id, Events: events} }
+	tests := map[string]struct{ in, want []store.Session }{
+		"none":        {},
+		"distinct":    {in: []store.Session{row("a", 1), row("b", 1)}, want: []store.Session{row("a", 1), row("b", 1)}},
+		"last wins":   {in: []store.Session{row("a", 1), row("a", 2), row("a", 3)}, want: []store.Session{row("a", 3)}},
+		"first place": {in: []store.Session{row("a", 1), row("b", 1), row("a", 2)}, want: []store.Session{row("a", 2), row("b", 1)}},
+		"interleaved": {in: []store.Session{row("a", 1), row("b", 1), row("b", 2), row("c", 1), row("a", 2)},
+			want: []store.Session{row("a", 2), row("b", 2), row("c", 1)}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := lastRows(slices.Clone(tt.in))
+			if !slices.EqualFunc(got, tt.want, func(a, b store.Session) bool { return a.ID == b.ID && a.Events == b.Events }) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
