@@ -150,3 +150,36 @@ func sinkReachable(g *gw, service string, svid *x509svid.SVID) error {
 	}
 	return nil
 }
+
+// bulkBuffer returns a client write of BenchmarkChain.
+func bulkBuffer() []byte {
+	buf := make([]byte, benchWrite)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	return buf
+}
+
+// sendBulk writes buf chunks times on c, half-closes it and checks the
+// sink's byte count.
+func sendBulk(c net.Conn, buf []byte, chunks int) error {
+	var sent int64
+	for range chunks {
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			return fmt.Errorf("writing: %w", err)
+		}
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		return fmt.Errorf("half-closing: %w", err)
+	}
+	var got [8]byte
+	if _, err := io.ReadFull(c, got[:]); err != nil {
+		return fmt.Errorf("reading the sink's count: %w", err)
+	}
+	if n := int64(binary.BigEndian.Uint64(got[:])); n != sent {
+		return fmt.Errorf("sink got %d bytes, want %d", n, sent)
+	}
+	return nil
+}

@@ -140,7 +140,7 @@ func logLevel(t testing.TB) slog.Level {
 func runGateway(t testing.TB, cfg gateway.Config) *gw {
 	t.Helper()
 	logs := &logBuffer{}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: logLevel(t)}))
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLog(t, "gateway")), &slog.HandlerOptions{Level: logLevel(t)}))
 	srv, err := gateway.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("starting gateway: %v", err)
@@ -161,14 +161,44 @@ func runGateway(t testing.TB, cfg gateway.Config) *gw {
 	return g
 }
 
-// testWriter sends log lines to t.Log only when -v asks for them.
+// testLog is where a component's log goes in t: to t.Log line by line with
+// -v; otherwise its last logTail bytes are kept and printed only if t
+// fails, so that a failure in CI comes with what the gateway and the agents
+// said before it.
+func testLog(t testing.TB, component string) io.Writer {
+	if testing.Verbose() {
+		return testWriter{t}
+	}
+	w := &tailBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log (its last %d KiB at most):\n%s", component, logTail>>10, w.String())
+		}
+	})
+	return w
+}
+
+// logTail is how much of a component's log a failed test prints.
+const logTail = 32 << 10
+
+// testWriter sends log lines to t.Log.
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	if testing.Verbose() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
+	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// tailBuffer keeps the last logTail bytes written to it, or a little more.
+type tailBuffer struct{ logBuffer }
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len()+len(p) > 2*logTail {
+		b.buf.Next(b.buf.Len() - logTail)
+	}
+	return b.buf.Write(p)
 }
 
 type ag struct {
@@ -200,7 +230,7 @@ func startAgent(t testing.TB, g *gw, name, transport, dir string, services ...ag
 func runAgent(t testing.TB, cfg agent.Config) *ag {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: logLevel(t)}))
+		cfg.Logger = slog.New(slog.NewTextHandler(testLog(t, "agent "+cfg.Name), &slog.HandlerOptions{Level: logLevel(t)}))
 	}
 	if cfg.DrainTimeout == 0 {
 		// Agents leave at once when a test ends, whatever its clients

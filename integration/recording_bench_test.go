@@ -1,10 +1,6 @@
 package integration
 
 import (
-	"encoding/binary"
-	"fmt"
-	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -95,16 +91,16 @@ func BenchmarkRecording(b *testing.B) {
 // alternate runs measure with recording on and off, in rounds that
 // alternate which goes first, each run followed by a pause of 200 ms for
 // the gateway's background work (compressing sealed recordings). measure
-// returns a rate (rate names its metric) and how many units it did;
+// returns a rate (metric names it) and how many units it did;
 // reported are the medians of the rates, of the rounds' ratios on/off, and
 // of the process's CPU time per unit over each run and its pause.
-func alternate(b *testing.B, rounds int, rate, unit string, measure func(on bool) (rate float64, units int)) {
+func alternate(b *testing.B, rounds int, metric, unit string, measure func(on bool) (rate float64, units int)) {
 	var on, off, ratio, onCPU, offCPU []float64
 	run := func(rec bool) (float64, float64) {
 		before := processCPU()
-		rate, units := measure(rec)
+		r, n := measure(rec)
 		time.Sleep(200 * time.Millisecond)
-		return rate, float64((processCPU() - before).Microseconds()) / float64(max(units, 1))
+		return r, float64((processCPU() - before).Microseconds()) / float64(max(n, 1))
 	}
 	b.ResetTimer()
 	for i := range rounds {
@@ -120,42 +116,9 @@ func alternate(b *testing.B, rounds int, rate, unit string, measure func(on bool
 		onCPU, offCPU = append(onCPU, acpu), append(offCPU, ccpu)
 	}
 	b.StopTimer()
-	b.ReportMetric(median(on), "on-"+rate)
-	b.ReportMetric(median(off), "off-"+rate)
+	b.ReportMetric(median(on), "on-"+metric)
+	b.ReportMetric(median(off), "off-"+metric)
 	b.ReportMetric(median(ratio), "on/off")
 	b.ReportMetric(median(onCPU), "on-cpu-µs/"+unit)
 	b.ReportMetric(median(offCPU), "off-cpu-µs/"+unit)
-}
-
-// bulkBuffer returns a client write of BenchmarkChain.
-func bulkBuffer() []byte {
-	buf := make([]byte, benchWrite)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	return buf
-}
-
-// sendBulk writes buf chunks times on c, half-closes it and checks the
-// sink's byte count.
-func sendBulk(c net.Conn, buf []byte, chunks int) error {
-	var sent int64
-	for range chunks {
-		n, err := c.Write(buf)
-		sent += int64(n)
-		if err != nil {
-			return fmt.Errorf("writing: %w", err)
-		}
-	}
-	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-		return fmt.Errorf("half-closing: %w", err)
-	}
-	var got [8]byte
-	if _, err := io.ReadFull(c, got[:]); err != nil {
-		return fmt.Errorf("reading the sink's count: %w", err)
-	}
-	if n := int64(binary.BigEndian.Uint64(got[:])); n != sent {
-		return fmt.Errorf("sink got %d bytes, want %d", n, sent)
-	}
-	return nil
 }
