@@ -320,39 +320,46 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 // BenchmarkWholeSessions is what recording costs the gateway over whole
-// sessions like pgbench's: 4 at a time, each of 2,000 Postgres queries,
-// from the first record to the sealed file compressed, with the background
-// work (pages made present, compression) included. cpu-ns/record is the
-// process's CPU time, user and system, per record.
+// sessions, 4 at a time, from the first record to the sealed file
+// compressed, with the background work (pages made present, compression)
+// included: sessions like pgbench's (2,000 Postgres queries) and short ones
+// like a connection's that sends a request or two (2 queries). cpu-ns/record
+// and cpu-µs/session are the process's CPU time, user and system, per record
+// and per session.
 func BenchmarkWholeSessions(b *testing.B) {
-	l, err := Open(b.TempDir(), Options{Key: testKey})
-	if err != nil {
-		b.Fatal(err)
-	}
-	query := &protocols.PostgresQueryEvent{
-		SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = $1", Params: []*string{ptr("123")},
-		Protocol: "extended", Class: "read", Verdict: "allow", Rule: "bench",
-		Completed: []string{"SELECT 1"}, Rows: 1, Duration: 0.1}
-	const queries = 2000
-	var next atomic.Int64
-	before := processCPU()
-	b.SetParallelism(2) // 4 sessions at a time on 2 cores
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			id := fmt.Sprintf("s-%d", next.Add(1))
-			evs := sessionEvents(id, 0)
-			l.Record(evs[0])
-			for range queries {
-				l.Record(protocols.Event{Session: id, Type: protocols.PostgresQuery, Data: query})
+	for _, queries := range []int{2000, 2} {
+		b.Run(fmt.Sprintf("queries=%d", queries), func(b *testing.B) {
+			l, err := Open(b.TempDir(), Options{Key: testKey})
+			if err != nil {
+				b.Fatal(err)
 			}
-			l.Record(evs[1])
-		}
-	})
-	if err := l.Close(); err != nil { // waits for the compression
-		b.Fatal(err)
+			query := &protocols.PostgresQueryEvent{
+				SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = $1", Params: []*string{ptr("123")},
+				Protocol: "extended", Class: "read", Verdict: "allow", Rule: "bench",
+				Completed: []string{"SELECT 1"}, Rows: 1, Duration: 0.1}
+			var next atomic.Int64
+			before := processCPU()
+			b.SetParallelism(2) // 4 sessions at a time on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					id := fmt.Sprintf("s-%d", next.Add(1))
+					evs := sessionEvents(id, 0)
+					l.Record(evs[0])
+					for range queries {
+						l.Record(protocols.Event{Session: id, Type: protocols.PostgresQuery, Data: query})
+					}
+					l.Record(evs[1])
+				}
+			})
+			if err := l.Close(); err != nil { // waits for the compression
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			cpu := float64((processCPU() - before).Nanoseconds())
+			b.ReportMetric(cpu/float64(b.N*(queries+3)), "cpu-ns/record")
+			b.ReportMetric(cpu/1e3/float64(b.N), "cpu-µs/session")
+		})
 	}
-	b.StopTimer()
-	b.ReportMetric(float64((processCPU()-before).Nanoseconds())/float64(b.N*(queries+3)), "cpu-ns/record")
 }
 
 // processCPU returns the CPU time, user and system, of this process so far.
