@@ -219,16 +219,7 @@ func (l *Log) Record(e protocols.Event) {
 		return
 	}
 	before := len(s.pending)
-	// Nothing waits to be written and nobody is writing: the line goes from
-	// its buffer into the file, under the session's lock.
-	direct := !end && before == 0 && !s.writing && s.w != nil && e.Type != protocols.TCPData
-	rec := Record{V: Version, Seq: s.seq, Time: t, Session: s.id, Type: e.Type, Data: data}
-	if direct {
-		err = s.encode(rec)
-	} else {
-		err = s.append(rec)
-	}
-	if err != nil {
+	if err := s.append(Record{V: Version, Seq: s.seq, Time: t, Session: s.id, Type: e.Type, Data: data}); err != nil {
 		s.mu.Unlock()
 		l.drop(s, e, err)
 		return
@@ -245,16 +236,6 @@ func (l *Log) Record(e protocols.Event) {
 	} else if fresh {
 		s.indexed, s.queued = time.Now(), s.row.Events
 		l.indexRow(s.row)
-	}
-	if direct {
-		if err := s.w.write(s.line); err != nil {
-			s.writing = true // writeFailed's
-			s.mu.Unlock()
-			l.writeFailed(s, err)
-			return
-		}
-		s.mu.Unlock()
-		return
 	}
 	l.pending.Add(int64(len(s.pending) - before))
 	if s.writing || (e.Type == protocols.TCPData && len(s.pending) < chunkSize) {
@@ -282,27 +263,17 @@ func encodeData(b []byte, v any) ([]byte, error) {
 	return append(b, m...), err
 }
 
-// encode makes r the next record of s: its line, with the newline, in
-// s.line; the caller holds s.mu.
-func (s *session) encode(r Record) error {
-	line, err := appendLine(s.line[:0], r, s.prev.bytes())
-	if err != nil {
-		s.line = line
-		return err
-	}
-	s.prev.after(line)
-	s.line = append(line, '\n')
-	s.seq++
-	return nil
-}
-
 // append encodes r as the next record of s into its pending buffer; the
 // caller holds s.mu.
 func (s *session) append(r Record) error {
-	if err := s.encode(r); err != nil {
+	line, err := appendLine(s.line[:0], r, s.prev.bytes())
+	s.line = line
+	if err != nil {
 		return err
 	}
-	s.pending = append(s.pending, s.line...)
+	s.pending = append(append(s.pending, line...), '\n')
+	s.seq++
+	s.prev.after(line)
 	return nil
 }
 
