@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -21,23 +24,30 @@ const compactExt = ".compact.tmp"
 // so that a file cut anywhere after the start loses something.
 type compressor struct {
 	dir, id, tmp string
+	spares       *spares // where the open recording goes after the commit; nil: removed
 	dst          *os.File
 	bw           *bufio.Writer
 	enc          *zstd.Encoder
 	raw          int  // bytes of lines in the open frame
 	head         bool // the first line is not complete yet
 	cut          bool // end the frame before the next byte
+	committed    bool // tmp has the sealed name
 }
 
-func newCompressor(dir, id string) (*compressor, error) {
-	tmp := Path(dir, id) + compactExt
-	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+// newCompressor starts the sealed file of id in dir: in a spare file if sp
+// has one, else in a new one.
+func newCompressor(dir, id string, sp *spares) (*compressor, error) {
+	tmp, flag := sp.take(), os.O_WRONLY|os.O_TRUNC
+	if tmp == "" {
+		tmp, flag = Path(dir, id)+compactExt, flag|os.O_CREATE
+	}
+	dst, err := os.OpenFile(tmp, flag, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("compressing recording: %w", err)
 	}
 	bw := writeBuffers.get()
 	bw.Reset(dst)
-	c := &compressor{dir: dir, id: id, tmp: tmp, dst: dst, bw: bw,
+	c := &compressor{dir: dir, id: id, tmp: tmp, spares: sp, dst: dst, bw: bw,
 		enc: archivers.get(), head: true}
 	c.enc.Reset(c.bw)
 	return c, nil
@@ -75,7 +85,7 @@ func (c *compressor) Write(p []byte) (int, error) {
 }
 
 // commit ends the file, syncs it, and gives it the sealed name in place of
-// the open recording at open. It does not read the file back: a read would
+// the open recording at open, which becomes a spare (or is removed). It does not read the file back: a read would
 // come from the page cache, which proves nothing about the disk, and each
 // frame's checksum is checked whenever the recording is read.
 func (c *compressor) commit(open string) error {
@@ -93,7 +103,8 @@ func (c *compressor) commit(open string) error {
 		err = os.Rename(c.tmp, Path(c.dir, c.id))
 	}
 	if err == nil {
-		err = os.Remove(open)
+		c.committed = true
+		err = c.spares.keep(open)
 	}
 	if err == nil {
 		err = syncDir(c.dir)
@@ -108,7 +119,9 @@ func (c *compressor) commit(open string) error {
 // one it also removes the unfinished file.
 func (c *compressor) close() {
 	c.dst.Close()
-	os.Remove(c.tmp) // gone after a successful commit
+	if !c.committed {
+		os.Remove(c.tmp)
+	}
 	c.enc.Reset(nil)
 	archivers.put(c.enc)
 	c.bw.Reset(nil)
@@ -118,14 +131,14 @@ func (c *compressor) close() {
 // compressSealed compresses the open recording of id, which the Log has
 // just sealed, into its sealed file: the same bytes, not read as records
 // (a change since would show when it is verified, as in any copy).
-func compressSealed(dir, id string) error {
+func compressSealed(dir, id string, sp *spares) error {
 	open := OpenPath(dir, id)
 	src, err := os.Open(open)
 	if err != nil {
 		return fmt.Errorf("compressing recording: %w", err)
 	}
 	defer src.Close()
-	c, err := newCompressor(dir, id)
+	c, err := newCompressor(dir, id, sp)
 	if err != nil {
 		return err
 	}
@@ -136,4 +149,73 @@ func compressSealed(dir, id string) error {
 		return fmt.Errorf("compressing recording: %w", err)
 	}
 	return c.commit(open)
+}
+
+// spares keeps the files of compressed open recordings for the next
+// compressions to write into (truncated first), instead of removing them
+// and creating new ones: a session then makes one new file (its open
+// recording) and removes none. Where ext4 runs without a journal (this
+// project's benchmark machines), creating a file skips every inode freed in
+// the last minutes, reading each from disk to tell: a file removed per
+// session made each file created cost 0.2–1 ms of CPU (docs/BENCHMARKS.md).
+// A spare's name is not a recording's (spare-N.compact.tmp), so readers
+// skip it, and RecoverUnsealed removes those a stop leaves. A nil *spares
+// keeps none.
+type spares struct {
+	dir  string
+	mu   sync.Mutex
+	free []string
+	next int
+}
+
+// maxSpares is how many spare files a Log keeps at most: as many as
+// recordings are compressed at a time, and as many again.
+var maxSpares = 2 * cap(compressing)
+
+// take returns a spare file to write into, or "" when there is none.
+func (sp *spares) take() string {
+	if sp == nil {
+		return ""
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	n := len(sp.free)
+	if n == 0 {
+		return ""
+	}
+	p := sp.free[n-1]
+	sp.free = sp.free[:n-1]
+	return p
+}
+
+// keep makes the file at path a spare, or removes it when enough are kept.
+func (sp *spares) keep(path string) error {
+	if sp == nil {
+		return os.Remove(path)
+	}
+	sp.mu.Lock()
+	if len(sp.free) >= maxSpares {
+		sp.mu.Unlock()
+		return os.Remove(path)
+	}
+	name := filepath.Join(sp.dir, "spare-"+strconv.Itoa(sp.next)+compactExt)
+	sp.next++
+	sp.mu.Unlock()
+	if err := os.Rename(path, name); err != nil {
+		return err
+	}
+	sp.mu.Lock()
+	sp.free = append(sp.free, name)
+	sp.mu.Unlock()
+	return nil
+}
+
+// removeAll removes the spare files.
+func (sp *spares) removeAll() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	for _, p := range sp.free {
+		os.Remove(p)
+	}
+	sp.free = nil
 }

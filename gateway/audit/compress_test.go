@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,7 +185,7 @@ func BenchmarkCompressSealed(b *testing.B) {
 			b.SetBytes(int64(len(plain) / (n + 1)))
 			b.ResetTimer()
 			for range max(b.N/(n+1), 1) {
-				if err := compressSealed(dir, "s"); err != nil {
+				if err := compressSealed(dir, "s", nil); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
@@ -200,5 +201,97 @@ func BenchmarkCompressSealed(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// TestSealedFilesReuseOpenOnes: once a recording is compressed, its open
+// file is kept as a spare, and the next compression writes into it
+// (truncated) rather than into a new file, so that a session removes no
+// file; the spares are not recordings to List, never more than
+// maxSpares, and Close removes them (RecoverUnsealed those a stop left).
+func TestSealedFilesReuseOpenOnes(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{FlushInterval: time.Hour})
+	inode := func(p string) uint64 {
+		t.Helper()
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	sealed := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(OpenPath(dir, id)); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not compressed after 10 s", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// The first session is long, the second short: the spare the second
+	// is compressed into held more than its sealed file.
+	evs := sessionEvents("s-0", 0)
+	l.Record(evs[0])
+	for i := range 2000 {
+		l.Record(protocols.Event{Session: "s-0", Type: protocols.PostgresQuery,
+			Data: &protocols.PostgresQueryEvent{SQL: fmt.Sprintf("SELECT %d FROM accounts", i), Rows: 1}})
+	}
+	firstOpen := inode(OpenPath(dir, "s-0"))
+	l.Record(evs[1])
+	sealed("s-0")
+	const n = 20 // more than maxSpares
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("s-%d", i)
+		for _, e := range sessionEvents(id, 2) {
+			l.Record(e)
+		}
+		sealed(id)
+		if i == 1 {
+			if got := inode(Path(dir, id)); got != firstOpen {
+				t.Fatalf("s-1's sealed file is inode %d, not s-0's open file (%d)", got, firstOpen)
+			}
+		}
+		spares, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+		if len(spares) == 0 || len(spares) > maxSpares {
+			t.Fatalf("after %s: %d spare files, want 1 to %d", id, len(spares), maxSpares)
+		}
+	}
+	files, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != n+1 {
+		t.Fatalf("List: %d recordings, want %d", len(files), n+1)
+	}
+	for _, f := range files {
+		if f.Kind != Sealed {
+			t.Fatalf("%s: kind %v", f.Path, f.Kind)
+		}
+		if _, err := Verify(f.Path, trusted(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if spares, _ := filepath.Glob(filepath.Join(dir, "spare-*")); len(spares) != 0 {
+		t.Fatalf("Close left spares: %v", spares)
+	}
+
+	// A spare a stop left behind is no recording, and is removed.
+	left := filepath.Join(dir, "spare-7"+compactExt)
+	if err := os.WriteFile(left, []byte("{\"v\":2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := RecoverUnsealed(t.Context(), dir, testKey, nil); n != 0 || err != nil {
+		t.Fatalf("RecoverUnsealed: %d, %v", n, err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Fatalf("a spare left by a stop was not removed: %v", err)
 	}
 }

@@ -82,10 +82,11 @@ type Log struct {
 	sessions map[string]*session
 	closed   bool
 
-	index chan store.Session
-	prep  *preparer
-	stop  chan struct{}
-	done  sync.WaitGroup
+	index  chan store.Session
+	prep   *preparer
+	spares *spares
+	stop   chan struct{}
+	done   sync.WaitGroup
 }
 
 // session is one open recording. Lock order: Log.mu may be taken while
@@ -136,6 +137,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		opts:     opts,
 		logger:   opts.Logger,
 		sessions: make(map[string]*session),
+		spares:   &spares{dir: dir},
 		stop:     make(chan struct{}),
 	}
 	l.done.Add(2)
@@ -473,7 +475,7 @@ func (l *Log) afterSeal(id string) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		if err := compressSealed(l.dir, id); err != nil {
+		if err := compressSealed(l.dir, id, l.spares); err != nil {
 			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
 		}
 		return
@@ -483,7 +485,7 @@ func (l *Log) afterSeal(id string) {
 	go func() {
 		defer l.done.Done()
 		compressing <- struct{}{}
-		err := compressSealed(l.dir, id)
+		err := compressSealed(l.dir, id, l.spares)
 		<-compressing
 		if err != nil {
 			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
@@ -702,5 +704,6 @@ func (l *Log) Close() error {
 	}
 	close(l.stop)
 	l.done.Wait()
+	l.spares.removeAll()
 	return errors.Join(errs...)
 }

@@ -91,7 +91,7 @@ func archiveOpen(dir, id string, key *Key) (store.Session, error) {
 	}
 	defer src.Close()
 	path := Path(dir, id)
-	c, err := newCompressor(dir, id)
+	c, err := newCompressor(dir, id, nil)
 	if err != nil {
 		return store.Session{}, err
 	}
