@@ -17,27 +17,41 @@ import (
 )
 
 // TestSealCompresses: while a session is open its recording is plain JSON
-// lines in a file reserved ahead (zero bytes past the last record); once
-// sealed it is compressed into its sealed file, the same lines, smaller,
-// and the open file is gone; Close waits for it.
+// lines: its first writeLimit bytes just written, then in a file reserved
+// ahead (zero bytes past the last record); once sealed it is compressed
+// into its sealed file, the same lines, smaller, and the open file is gone;
+// Close waits for it.
 func TestSealCompresses(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := openLog(t, dir, Options{FlushInterval: time.Hour})
 	evs := sessionEvents("s-1", 0)
 	l.Record(evs[0])
-	for i := range 200 {
+	query := func(i int) {
 		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery,
 			Data: &protocols.PostgresQueryEvent{SQL: fmt.Sprintf("SELECT %d FROM accounts", i), Rows: 1}})
+	}
+	for i := range 100 {
+		query(i)
 	}
 	open, err := os.ReadFile(OpenPath(dir, "s-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := decoded(t, open)
-	if len(lines) != 201 || len(open)%mapInitial != 0 || len(open) <= len(plain(lines)) || open[len(open)-1] != 0 {
-		t.Fatalf("open recording: %d lines in %d bytes; want 201 lines, the file extended in steps of %d", len(lines), len(open), mapInitial)
+	if lines := decoded(t, open); len(lines) != 101 || !bytes.Equal(open, plain(lines)) || len(open) > writeLimit {
+		t.Fatalf("short open recording: %d lines in %d bytes; want 101 lines and nothing else", len(lines), len(open))
 	}
-	if recs, err := readAll(t, OpenPath(dir, "s-1")); err != nil || len(recs) != 201 {
+	for i := 100; i < 400; i++ {
+		query(i)
+	}
+	open, err = os.ReadFile(OpenPath(dir, "s-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := decoded(t, open)
+	if len(lines) != 401 || len(open)%mapInitial != 0 || len(open) <= len(plain(lines)) || open[len(open)-1] != 0 {
+		t.Fatalf("open recording: %d lines in %d bytes; want 401 lines, the file extended in steps of %d", len(lines), len(open), mapInitial)
+	}
+	if recs, err := readAll(t, OpenPath(dir, "s-1")); err != nil || len(recs) != 401 {
 		t.Fatalf("reading the open recording: %d records, %v", len(recs), err)
 	}
 	l.Record(evs[1])
@@ -52,8 +66,8 @@ func TestSealCompresses(t *testing.T) {
 		t.Fatalf("sealed recording: %v", err)
 	}
 	got := decoded(t, sealed)
-	if !bytes.Equal(plain(got[:201]), plain(lines)) || len(got) != 203 {
-		t.Fatalf("sealed recording has %d lines, not the open one's 201 and the end and seal", len(got))
+	if !bytes.Equal(plain(got[:401]), plain(lines)) || len(got) != 403 {
+		t.Fatalf("sealed recording has %d lines, not the open one's 401 and the end and seal", len(got))
 	}
 	if !bytes.HasPrefix(sealed, zstdMagic) || len(sealed)*4 > len(plain(got)) {
 		t.Fatalf("sealed %d bytes for %d of records", len(sealed), len(plain(got)))
@@ -124,19 +138,39 @@ func TestArchiveRefusesBroken(t *testing.T) {
 
 // TestMappedFault: a fault of the mapping (here the file cut short behind
 // the gateway's back; a full disk looks the same) stops the session's
-// recording and closes the session, and does not crash the gateway.
+// recording and closes the session, and does not crash the gateway; so does
+// a failed write(2) before the file is mapped (here its descriptor closed
+// behind the Log's back; a full disk looks the same).
 func TestMappedFault(t *testing.T) {
+	for _, mapped := range []bool{true, false} {
+		t.Run(fmt.Sprintf("mapped=%v", mapped), func(t *testing.T) {
+			testWriteFault(t, mapped)
+		})
+	}
+}
+
+func testWriteFault(t *testing.T, mapped bool) {
 	dir := t.TempDir()
 	var failed atomic.Value
 	l, logs := openLog(t, dir, Options{OnFail: func(id string, err error) { failed.Store(err) }})
 	evs := sessionEvents("s-1", 0)
 	l.Record(evs[0])
-	if err := os.Truncate(OpenPath(dir, "s-1"), 0); err != nil {
-		t.Fatal(err)
+	want := "file already closed"
+	if mapped {
+		want = "fault"
+		big := strings.Repeat("x", writeLimit)
+		l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{SQL: big}})
+		if err := os.Truncate(OpenPath(dir, "s-1"), 0); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		l.mu.Lock()
+		l.sessions["s-1"].w.f.Close()
+		l.mu.Unlock()
 	}
 	l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{SQL: "select 1"}})
 	err, _ := failed.Load().(error)
-	if err == nil || !strings.Contains(err.Error(), "fault") || l.Failed() != 1 {
+	if err == nil || !strings.Contains(err.Error(), want) || l.Failed() != 1 {
 		t.Fatalf("OnFail got %v, failed %d; logs %s", err, l.Failed(), logs)
 	}
 	// Other sessions go on.

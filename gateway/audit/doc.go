@@ -2,8 +2,8 @@
 // trail, and proves them unaltered.
 //
 // Every session gets one recording: JSON records, one a line,
-// DATA/recordings/<session>.open.jsonl while it is written (through a
-// memory mapping) and <session>.jsonl.zst, in zstd frames, once sealed. Each record carries the SHA-256 of the
+// DATA/recordings/<session>.open.jsonl while it is written (past its first
+// 64 KiB, through a memory mapping) and <session>.jsonl.zst, in zstd frames, once sealed. Each record carries the SHA-256 of the
 // line before it, so that a changed, removed or reordered record breaks the
 // chain and Verify names it; the last record is a seal, an Ed25519
 // signature by the gateway's audit Key over the chain's end, so that a

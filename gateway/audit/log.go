@@ -59,14 +59,14 @@ type Options struct {
 // protocols.Recorder and is safe for concurrent use.
 //
 // Records are written as they are recorded: the goroutine that records an
-// event copies it (and whatever else of its session is waiting) into the
-// session's memory-mapped open recording, unless another goroutine is
+// event writes it (and whatever else of its session is waiting) into the
+// session's open recording (see mapped), unless another goroutine is
 // writing that session already, in which case that one writes it before it
 // stops. tcp.data records wait for the flush interval or a full chunk. So
 // an event is in the file (in the page cache, which survives a crash of the
 // gateway) before the protocol handler that recorded it answers the client,
-// without a system call, and a slow disk holds up only the goroutine
-// writing, while the others buffer. Compression waits for the seal: the
+// and a slow disk holds up only the goroutine writing, while the others
+// buffer. Compression waits for the seal: the
 // sealed recording is compressed into its final file in the background.
 type Log struct {
 	dir     string

@@ -17,6 +17,12 @@ import (
 // what lies past the last write reads as zero bytes, which readers take as
 // the end, until close cuts the file to its length.
 //
+// Its first writeLimit bytes are written with write(2) instead, into the
+// page cache as well, and the file is mapped only when it grows past them:
+// most sessions are short, and for them a mapping (made, its pages made
+// present, unmade: the unmapping interrupts every other CPU running the
+// gateway to flush its TLB) costs far more than a few system calls.
+//
 // The first write to a page of the file costs the kernel a few
 // microseconds (a page to find, zero and account for). So that the writer
 // does not pay it on the data path, a preparer (see preparer) makes the
@@ -27,8 +33,8 @@ type mapped struct {
 	// mu is held shared to use m, and exclusively to replace it (grow) or
 	// to close.
 	mu     sync.RWMutex
-	m      []byte // the mapping, from the file's start; past size, address space only
-	size   int    // the file's length: the part of m that may be used
+	m      []byte // the mapping, from the file's start; past size, address space only; nil until off passes writeLimit
+	size   int    // the file's length: the part of m that may be used (off while unmapped)
 	closed bool   // under mu
 
 	off   int          // bytes written; the writer's
@@ -44,6 +50,9 @@ const (
 	mapStep    = 64 << 20
 )
 
+// writeLimit is how long the file grows by write(2) before it is mapped.
+const writeLimit = 64 << 10
+
 // mapReserve is the least address space a mapping reserves, so that the
 // file grows under it without a new mapping (whose pages would have to be
 // made present again) until it is that long; smaller in tests.
@@ -55,19 +64,30 @@ func createMapped(path string, prep *preparer) (*mapped, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating recording: %w", err)
 	}
-	w := &mapped{f: f, prep: prep}
-	w.ask()
-	return w, nil
+	return &mapped{f: f, prep: prep}, nil
 }
 
 // write appends b. Only the session's writer calls it.
 func (w *mapped) write(b []byte) error {
 	w.mu.RLock()
-	if w.off+len(b) > w.size {
+	if w.m == nil && w.off+len(b) <= writeLimit {
+		err := errors.New("recording closed")
+		if !w.closed {
+			_, err = w.f.WriteAt(b, int64(w.off))
+		}
+		w.mu.RUnlock()
+		if err != nil {
+			return fmt.Errorf("writing recording: %w", err)
+		}
+		w.off += len(b)
+		w.size = w.off // no other goroutine uses w while it is unmapped
+		return nil
+	}
+	if w.off+len(b) > w.size || w.m == nil {
 		w.mu.RUnlock()
 		w.mu.Lock()
 		var err error
-		if w.off+len(b) > w.size { // unless the preparer just did
+		if w.off+len(b) > w.size || w.m == nil { // unless the preparer just did
 			err = w.grow(w.off + len(b))
 		}
 		w.mu.Unlock()
@@ -132,6 +152,7 @@ func (w *mapped) grow(need int) error {
 	for size < need {
 		size += mapStep
 	}
+	size = (size + mapInitial - 1) &^ (mapInitial - 1) // from write(2)'s length
 	// A sparse file: blocks are taken as pages are written, which costs
 	// less than converting reserved ones (fallocate); a full disk then
 	// shows as a fault of the copy, which copyIn returns.
@@ -201,7 +222,9 @@ func (w *mapped) close(sync bool) error {
 		errs = append(errs, unix.Munmap(w.m))
 		w.m = nil
 	}
-	errs = append(errs, w.f.Truncate(int64(w.off)))
+	if w.size != w.off {
+		errs = append(errs, w.f.Truncate(int64(w.off)))
+	}
 	if sync {
 		errs = append(errs, w.f.Sync())
 	}
