@@ -139,9 +139,6 @@ func BenchmarkPgbench(b *testing.B) {
 				}
 			})
 		}
-		if script == "tpcb" {
-			continue // fsync-bound: recording's cost is lost in the disk's
-		}
 		// What recording costs: the TLS chain with recording on and off,
 		// in short runs that alternate (on-off, off-on, …) so that the
 		// machine's drift falls on both; on/off is the median of the

@@ -13,9 +13,9 @@ import (
 )
 
 // BenchmarkRecording measures what recording costs the whole chain's
-// benchmarks (BenchmarkChain, BenchmarkConnect): the TLS chain with
-// recording on, as the gateway always runs, against the same chain through
-// a second gateway whose recorder discards everything. chain is bulk
+// benchmarks (BenchmarkChain, BenchmarkConnect), over each transport: the
+// chain with recording on, as the gateway always runs, against the same
+// chain through a second gateway whose recorder discards everything. chain is bulk
 // throughput on one connection (one session, its tcp.data records batched);
 // connect is new connections, each a session whose recording is created,
 // sealed and compressed. Runs alternate as in BenchmarkPgbench's recording
@@ -25,67 +25,77 @@ import (
 // MiB or per connection.
 func BenchmarkRecording(b *testing.B) {
 	sink, echo := startCountingSink(b), startEcho(b)
+	type key struct {
+		transport string
+		on        bool
+	}
 	type chain struct {
 		g    *gw
 		svid *x509svid.SVID
 	}
-	chains := map[bool]chain{}
-	for _, on := range []bool{true, false} {
-		var opts []gwOption
-		name := "bench-rec-on"
-		if !on {
-			name = "bench-rec-off"
-			opts = append(opts, func(c *gateway.Config) {
-				c.Recorder = protocols.RecorderFunc(func(protocols.Event) {})
+	chains := map[key]chain{}
+	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
+		for _, on := range []bool{true, false} {
+			var opts []gwOption
+			name := "bench-rec-on-" + transport
+			if !on {
+				name = "bench-rec-off-" + transport
+				opts = append(opts, func(c *gateway.Config) {
+					c.Recorder = protocols.RecorderFunc(func(protocols.Event) {})
+				})
+			}
+			g := startGateway(b, basePolicy, opts...)
+			a := startAgent(b, g, name, transport, b.TempDir(),
+				agent.Service{Name: "sink", Protocol: "tcp", Address: sink}, echoService(echo))
+			if got := a.waitConnected(b); got != transport {
+				b.Fatalf("got transport %q, want %q", got, transport)
+			}
+			svid := issue(b, g, benchIdentity, "ops")
+			waitFor(b, 10*time.Second, "sink and echo reachable", func() bool {
+				return sinkReachable(g, "sink", svid) == nil && echoOnce(g, "echo", svid) == nil
 			})
+			chains[key{transport, on}] = chain{g, svid}
 		}
-		g := startGateway(b, basePolicy, opts...)
-		a := startAgent(b, g, name, tunnel.TLS, b.TempDir(),
-			agent.Service{Name: "sink", Protocol: "tcp", Address: sink}, echoService(echo))
-		if got := a.waitConnected(b); got != tunnel.TLS {
-			b.Fatalf("got transport %q, want %q", got, tunnel.TLS)
-		}
-		svid := issue(b, g, benchIdentity, "ops")
-		waitFor(b, 10*time.Second, "sink and echo reachable", func() bool {
-			return sinkReachable(g, "sink", svid) == nil && echoOnce(g, "echo", svid) == nil
-		})
-		chains[on] = chain{g, svid}
 	}
 
 	const rounds = 8
-	b.Run("chain", func(b *testing.B) {
-		chunks := max(b.N/(2*rounds), 1)
-		buf := bulkBuffer()
-		alternate(b, rounds, "MB/s", "MiB", func(on bool) (float64, int) {
-			c := chains[on]
-			conn, err := dialService(c.g, "sink", c.svid)
-			if err != nil {
-				b.Fatalf("dialing: %v", err)
-			}
-			defer conn.Close()
-			if err := conn.Handshake(); err != nil {
-				b.Fatalf("handshaking: %v", err)
-			}
-			start := time.Now()
-			if err := sendBulk(conn, buf, chunks); err != nil {
-				b.Fatal(err)
-			}
-			return float64(chunks*benchWrite) / 1e6 / time.Since(start).Seconds(), chunks * benchWrite >> 20
-		})
-	})
-	b.Run("connect", func(b *testing.B) {
-		conns := max(b.N/(2*rounds), 1)
-		alternate(b, rounds, "conn/s", "conn", func(on bool) (float64, int) {
-			c := chains[on]
-			start := time.Now()
-			for range conns {
-				if err := echoOnce(c.g, "echo", c.svid); err != nil {
-					b.Fatalf("connecting: %v", err)
+	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
+		b.Run("chain/"+transport, func(b *testing.B) {
+			chunks := max(b.N/(2*rounds), 1)
+			buf := bulkBuffer()
+			alternate(b, rounds, "MB/s", "MiB", func(on bool) (float64, int) {
+				c := chains[key{transport, on}]
+				conn, err := dialService(c.g, "sink", c.svid)
+				if err != nil {
+					b.Fatalf("dialing: %v", err)
 				}
-			}
-			return float64(conns) / time.Since(start).Seconds(), conns
+				defer conn.Close()
+				if err := conn.Handshake(); err != nil {
+					b.Fatalf("handshaking: %v", err)
+				}
+				start := time.Now()
+				if err := sendBulk(conn, buf, chunks); err != nil {
+					b.Fatal(err)
+				}
+				return float64(chunks*benchWrite) / 1e6 / time.Since(start).Seconds(), chunks * benchWrite >> 20
+			})
 		})
-	})
+	}
+	for _, transport := range []string{tunnel.TLS, tunnel.QUIC} {
+		b.Run("connect/"+transport, func(b *testing.B) {
+			conns := max(b.N/(2*rounds), 1)
+			alternate(b, rounds, "conn/s", "conn", func(on bool) (float64, int) {
+				c := chains[key{transport, on}]
+				start := time.Now()
+				for range conns {
+					if err := echoOnce(c.g, "echo", c.svid); err != nil {
+						b.Fatalf("connecting: %v", err)
+					}
+				}
+				return float64(conns) / time.Since(start).Seconds(), conns
+			})
+		})
+	}
 }
 
 // alternate runs measure with recording on and off, in rounds that

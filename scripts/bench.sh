@@ -14,9 +14,9 @@
 #                 handler's own: BenchmarkQuery (./protocols/postgres/),
 #                 BenchmarkClassify, BenchmarkClassifyShape,
 #                 BenchmarkAuthorizePostgresStatement
-#   audit         BenchmarkPgbench/{select,select-prepared}/recording and
-#                 BenchmarkRecording/{chain,connect} (./integration/): the TLS
-#                 chain with recording on and off (a gateway recording nothing),
+#   audit         BenchmarkPgbench/{select,select-prepared,tpcb}/recording (the
+#                 TLS chain) and BenchmarkRecording/{chain,connect}/{tls,quic}
+#                 (./integration/): the chain with recording on and off (a gateway recording nothing),
 #                 alternating runs, on/off the median of the rounds' ratios; BenchmarkRecord,
 #                 BenchmarkWholeSessions, BenchmarkCompressSealed, BenchmarkVerify
 #                 (./gateway/audit/), BenchmarkAuditList (./cmd/postern/:
@@ -89,9 +89,12 @@ run chain -bench '^(BenchmarkChain|BenchmarkConnect)$' -benchtime "$benchtime" -
 run tunnel -bench '^(BenchmarkStreamOpen|BenchmarkBulkCopy|BenchmarkRoundTrip|BenchmarkCoalescingConn)$' -benchtime "$microtime" -count "$microcount" ./protocols/tunnel/...
 run relay -bench '^BenchmarkRelay$' -benchtime "$microtime" -count "$microcount" ./protocols/tcp/
 run postgres -bench '^BenchmarkPgbench$/./(direct|relay|relay2|socat|socat2|tls|tls-norec|tls-raw|quic|quic-raw)$' -benchtime "$benchtime" -count "$count" ./integration/
-# Recording on against off, interleaved in 8 rounds of 2,000 transactions a path.
+# Recording on against off, interleaved in 8 rounds of 2,000 transactions a path
+# (TPC-B: of 500).
 run recording -bench '^BenchmarkPgbench$/(select|select-prepared)/recording$' -benchtime 128000x -count "$count" ./integration/
-# The same for bulk throughput (16 runs of 256 MiB) and new connections (16 runs of 256).
+run recording -bench '^BenchmarkPgbench$/tpcb/recording$' -benchtime 32000x -count "$count" ./integration/
+# The same for bulk throughput (16 runs of 256 MiB) and new connections (16 runs
+# of 256), over each transport.
 run recording -bench '^BenchmarkRecording$' -benchtime 4096x -count "$count" ./integration/
 run classify -bench '^(BenchmarkClassify|BenchmarkClassifyShape)$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/classify/
 run pghandler -bench '^BenchmarkQuery$' -benchtime "$microtime" -count "$microcount" ./protocols/postgres/
@@ -178,7 +181,7 @@ END {
     ratio2 = (r2 > 0) ? sprintf("%.3f", m / r2) : "n/a"
     printf "  %-18s %10.1f %10.3f %10s %10s\n", t, m, median(p[1] SUBSEP "lat"), ratio, ratio2
   }
-  printf "\nRecording: the TLS chain with recording on, against the same chain recording nothing\n"
+  printf "\nRecording: the chain with recording on, against the same chain recording nothing\n"
   printf "(alternating runs; on/off is the median of the rounds ratios, then of the -count runs)\n"
   for (k = 1; k <= norder; k++) {
     split(order[k], p, SUBSEP)

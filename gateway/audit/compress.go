@@ -102,9 +102,10 @@ func (c *compressor) commit(open string) error {
 	if err == nil {
 		err = os.Rename(c.tmp, Path(c.dir, c.id))
 	}
+	var spare string
 	if err == nil {
 		c.committed = true
-		err = c.spares.keep(open)
+		spare, err = c.spares.setAside(open)
 	}
 	if err == nil {
 		err = syncDir(c.dir)
@@ -112,6 +113,8 @@ func (c *compressor) commit(open string) error {
 	if err != nil {
 		return fmt.Errorf("compressing recording: %w", err)
 	}
+	// Only now, with both names on disk, may the spare be written over.
+	c.spares.add(spare)
 	return nil
 }
 
@@ -159,13 +162,14 @@ func compressSealed(dir, id string, sp *spares) error {
 // the last minutes, reading each from disk to tell: a file removed per
 // session made each file created cost 0.2–1 ms of CPU (docs/BENCHMARKS.md).
 // A spare's name is not a recording's (spare-N.compact.tmp), so readers
-// skip it, and RecoverUnsealed removes those a stop leaves. A nil *spares
-// keeps none.
+// skip it, and RecoverUnsealed removes those a stop leaves (or puts back
+// one that is still a recording's only copy). A nil *spares keeps none.
 type spares struct {
-	dir  string
-	mu   sync.Mutex
-	free []string
-	next int
+	dir   string
+	mu    sync.Mutex
+	free  []string
+	aside int // set aside, not yet free
+	next  int
 }
 
 // maxSpares is how many spare files a Log keeps at most: as many as
@@ -188,27 +192,45 @@ func (sp *spares) take() string {
 	return p
 }
 
-// keep makes the file at path a spare, or removes it when enough are kept.
-func (sp *spares) keep(path string) error {
+// setAside gives the file at path a spare's name and returns it, or
+// removes the file when enough spares are kept. The spare is not written
+// over until add: a crash of the machine before the directory is synced
+// may keep the rename and lose the sealed file's, and then the spare is
+// the recording RecoverUnsealed puts back.
+func (sp *spares) setAside(path string) (string, error) {
 	if sp == nil {
-		return os.Remove(path)
+		return "", os.Remove(path)
 	}
 	sp.mu.Lock()
-	if len(sp.free) >= maxSpares {
+	if len(sp.free)+sp.aside >= maxSpares {
 		sp.mu.Unlock()
-		return os.Remove(path)
+		return "", os.Remove(path)
 	}
-	name := filepath.Join(sp.dir, "spare-"+strconv.Itoa(sp.next)+compactExt)
+	name := filepath.Join(sp.dir, spareName(sp.next))
 	sp.next++
+	sp.aside++
 	sp.mu.Unlock()
 	if err := os.Rename(path, name); err != nil {
-		return err
+		sp.mu.Lock()
+		sp.aside--
+		sp.mu.Unlock()
+		return "", err
+	}
+	return name, nil
+}
+
+// add makes a spare set aside available; "" is none.
+func (sp *spares) add(name string) {
+	if sp == nil || name == "" {
+		return
 	}
 	sp.mu.Lock()
+	sp.aside--
 	sp.free = append(sp.free, name)
 	sp.mu.Unlock()
-	return nil
 }
+
+func spareName(n int) string { return "spare-" + strconv.Itoa(n) + compactExt }
 
 // removeAll removes the spare files.
 func (sp *spares) removeAll() {

@@ -258,7 +258,10 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			if _, err := os.Stat(OpenPath(dir, id)); os.IsNotExist(err) {
+			l.spares.mu.Lock()
+			aside := l.spares.aside
+			l.spares.mu.Unlock()
+			if _, err := os.Stat(OpenPath(dir, id)); os.IsNotExist(err) && aside == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -327,5 +330,51 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 	}
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Fatalf("a spare left by a stop was not removed: %v", err)
+	}
+}
+
+// TestRecoverPutsBackSpare: a crash of the machine between a compression's
+// renames and its directory sync can keep the open recording's new name (a
+// spare's) and lose the sealed file's; RecoverUnsealed takes the spare for
+// the recording it holds, and seals it again.
+func TestRecoverPutsBackSpare(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{})
+	for _, e := range sessionEvents("s-1", 2) {
+		l.Record(e)
+	}
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(OpenPath(dir, "s-1")); os.IsNotExist(err) {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("s-1 not compressed after 10 s")
+		}
+	}
+	spares, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+	if len(spares) != 1 {
+		t.Fatalf("spares: %v", spares)
+	}
+	open, err := os.ReadFile(spares[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What the disk may hold after the crash: the spare, no sealed file.
+	if err := os.Remove(Path(dir, "s-1")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, spareName(3)), open)
+	if n, err := RecoverUnsealed(t.Context(), dir, testKey, nil); n != 1 || err != nil {
+		t.Fatalf("RecoverUnsealed: %d, %v", n, err)
+	}
+	res, err := Verify(Path(dir, "s-1"), trusted(t))
+	if err != nil || res.Records != 5 {
+		t.Fatalf("recovered recording: %+v, %v", res, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*"+compactExt)); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
 	}
 }

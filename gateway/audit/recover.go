@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ import (
 // crash cut off) is left out, and the closing record says so. A recording
 // whose chain is broken before its end is left alone and reported.
 func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int, error) {
+	restoreSpares(dir)
 	files, err := List(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil // first start: nothing recorded yet
@@ -70,6 +72,41 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// restoreSpares puts back under its open name a spare (see spares) that
+// holds a recording of which no other file exists: a crash of the machine
+// before a compression synced the directory can keep the open recording's
+// new name and lose the sealed file's. The other spares are leftovers,
+// which RecoverUnsealed removes.
+func restoreSpares(dir string) {
+	left, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+	for _, p := range left {
+		id := firstSession(p)
+		if id == "" {
+			continue
+		}
+		if _, err := Find(dir, id); err == nil {
+			continue
+		}
+		os.Rename(p, OpenPath(dir, id)) //nolint:errcheck // if it fails, the spare is removed as before
+	}
+}
+
+// firstSession returns the session of the first record of the open
+// recording at path, or "" if it does not start with one.
+func firstSession(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	line, ok, err := readLine(bufio.NewReader(f), nil)
+	var r Record
+	if !ok || err != nil || json.Unmarshal(line, &r) != nil || r.Seq != 0 || !ValidSessionID(r.Session) {
+		return ""
+	}
+	return r.Session
 }
 
 // archiveOpen rewrites the open recording of id in dir as its sealed file,
