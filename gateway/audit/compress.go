@@ -85,9 +85,10 @@ func (c *compressor) Write(p []byte) (int, error) {
 }
 
 // commit ends the file, syncs it, and gives it the sealed name in place of
-// the open recording at open, which becomes a spare (or is removed). It does not read the file back: a read would
-// come from the page cache, which proves nothing about the disk, and each
-// frame's checksum is checked whenever the recording is read.
+// the open recording at open, which becomes a spare (or is removed). It
+// does not read the file back: a read would come from the page cache,
+// which proves nothing about the disk, and each frame's checksum is checked
+// whenever the recording is read.
 func (c *compressor) commit(open string) error {
 	err := c.enc.Close()
 	if err == nil {

@@ -254,22 +254,6 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 		}
 		return fi.Sys().(*syscall.Stat_t).Ino
 	}
-	sealed := func(id string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			l.spares.mu.Lock()
-			aside := l.spares.aside
-			l.spares.mu.Unlock()
-			if _, err := os.Stat(OpenPath(dir, id)); os.IsNotExist(err) && aside == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not compressed after 10 s", id)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	// The first session is long, the second short: the spare the second
 	// is compressed into held more than its sealed file.
 	evs := sessionEvents("s-0", 0)
@@ -280,14 +264,14 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 	}
 	firstOpen := inode(OpenPath(dir, "s-0"))
 	l.Record(evs[1])
-	sealed("s-0")
+	waitCompressed(t, l, "s-0")
 	const n = 20 // more than maxSpares
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("s-%d", i)
 		for _, e := range sessionEvents(id, 2) {
 			l.Record(e)
 		}
-		sealed(id)
+		waitCompressed(t, l, id)
 		if i == 1 {
 			if got := inode(Path(dir, id)); got != firstOpen {
 				t.Fatalf("s-1's sealed file is inode %d, not s-0's open file (%d)", got, firstOpen)
@@ -343,14 +327,7 @@ func TestRecoverPutsBackSpare(t *testing.T) {
 	for _, e := range sessionEvents("s-1", 2) {
 		l.Record(e)
 	}
-	for start := time.Now(); ; time.Sleep(time.Millisecond) {
-		if _, err := os.Stat(OpenPath(dir, "s-1")); os.IsNotExist(err) {
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("s-1 not compressed after 10 s")
-		}
-	}
+	waitCompressed(t, l, "s-1")
 	spares, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
 	if len(spares) != 1 {
 		t.Fatalf("spares: %v", spares)
@@ -376,5 +353,22 @@ func TestRecoverPutsBackSpare(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*"+compactExt)); len(left) != 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// waitCompressed waits until the recording of id is compressed and its open
+// file a spare ready for the next compression.
+func waitCompressed(t *testing.T, l *Log, id string) {
+	t.Helper()
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		l.spares.mu.Lock()
+		aside := l.spares.aside
+		l.spares.mu.Unlock()
+		if _, err := os.Stat(OpenPath(l.dir, id)); os.IsNotExist(err) && aside == 0 {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%s not compressed after 10 s", id)
+		}
 	}
 }
