@@ -233,6 +233,9 @@ func (sp *spares) add(name string) {
 
 func spareName(n int) string { return "spare-" + strconv.Itoa(n) + compactExt }
 
+// sparePattern matches the names of spares.
+const sparePattern = "spare-*" + compactExt
+
 // removeAll removes the spare files.
 func (sp *spares) removeAll() {
 	sp.mu.Lock()

@@ -277,7 +277,7 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 				t.Fatalf("s-1's sealed file is inode %d, not s-0's open file (%d)", got, firstOpen)
 			}
 		}
-		spares, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+		spares, _ := filepath.Glob(filepath.Join(dir, sparePattern))
 		if len(spares) == 0 || len(spares) > maxSpares {
 			t.Fatalf("after %s: %d spare files, want 1 to %d", id, len(spares), maxSpares)
 		}
@@ -300,12 +300,12 @@ func TestSealedFilesReuseOpenOnes(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if spares, _ := filepath.Glob(filepath.Join(dir, "spare-*")); len(spares) != 0 {
+	if spares, _ := filepath.Glob(filepath.Join(dir, sparePattern)); len(spares) != 0 {
 		t.Fatalf("Close left spares: %v", spares)
 	}
 
 	// A spare a stop left behind is no recording, and is removed.
-	left := filepath.Join(dir, "spare-7"+compactExt)
+	left := filepath.Join(dir, spareName(7))
 	if err := os.WriteFile(left, []byte("{\"v\":2}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestRecoverPutsBackSpare(t *testing.T) {
 		l.Record(e)
 	}
 	waitCompressed(t, l, "s-1")
-	spares, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+	spares, _ := filepath.Glob(filepath.Join(dir, sparePattern))
 	if len(spares) != 1 {
 		t.Fatalf("spares: %v", spares)
 	}

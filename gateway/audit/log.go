@@ -66,8 +66,8 @@ type Options struct {
 // an event is in the file (in the page cache, which survives a crash of the
 // gateway) before the protocol handler that recorded it answers the client,
 // and a slow disk holds up only the goroutine writing, while the others
-// buffer. Compression waits for the seal: the
-// sealed recording is compressed into its final file in the background.
+// buffer. Compression waits for the seal: the sealed recording is
+// compressed into its final file in the background.
 type Log struct {
 	dir     string
 	opts    Options

@@ -53,6 +53,8 @@ const (
 // writeLimit is how long the file grows by write(2) before it is mapped.
 const writeLimit = 64 << 10
 
+var errMappedClosed = errors.New("recording closed")
+
 // mapReserve is the least address space a mapping reserves, so that the
 // file grows under it without a new mapping (whose pages would have to be
 // made present again) until it is that long; smaller in tests.
@@ -71,7 +73,7 @@ func createMapped(path string, prep *preparer) (*mapped, error) {
 func (w *mapped) write(b []byte) error {
 	w.mu.RLock()
 	if w.m == nil && w.off+len(b) <= writeLimit {
-		err := errors.New("recording closed")
+		err := errMappedClosed
 		if !w.closed {
 			_, err = w.f.WriteAt(b, int64(w.off))
 		}
@@ -146,13 +148,13 @@ func copyIn(dst, b []byte) (err error) {
 // file outgrows it; the caller holds mu exclusively.
 func (w *mapped) grow(need int) error {
 	if w.closed {
-		return errors.New("recording closed")
+		return errMappedClosed
 	}
 	size := max(mapInitial, w.size+min(w.size, mapStep))
 	for size < need {
 		size += mapStep
 	}
-	size = (size + mapInitial - 1) &^ (mapInitial - 1) // from write(2)'s length
+	size = (size + mapInitial - 1) &^ (mapInitial - 1) // write(2) left it at any length
 	// A sparse file: blocks are taken as pages are written, which costs
 	// less than converting reserved ones (fallocate); a full disk then
 	// shows as a fault of the copy, which copyIn returns.

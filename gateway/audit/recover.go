@@ -80,7 +80,7 @@ func RecoverUnsealed(ctx context.Context, dir string, key *Key, idx Index) (int,
 // new name and lose the sealed file's. The other spares are leftovers,
 // which RecoverUnsealed removes.
 func restoreSpares(dir string) {
-	left, _ := filepath.Glob(filepath.Join(dir, "spare-*"+compactExt))
+	left, _ := filepath.Glob(filepath.Join(dir, sparePattern))
 	for _, p := range left {
 		id := firstSession(p)
 		if id == "" {
