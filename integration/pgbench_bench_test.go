@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -140,9 +141,12 @@ func BenchmarkPgbench(b *testing.B) {
 			})
 		}
 		// What recording costs: the TLS chain with recording on and off,
-		// in short runs that alternate (on-off, off-on, …) so that the
+		// in runs that alternate (on-off, off-on, …) so that the
 		// machine's drift falls on both; on/off is the median of the
-		// rounds' ratios. Each run is followed by a pause in which the
+		// rounds' ratios. A run is b.N/16 transactions over 4 new
+		// connections, so it should last seconds (make bench: -benchtime
+		// 1024000x): a run of a fraction of a second weighs the sessions'
+		// starts and seals as if they were that short. Each run is followed by a pause in which the
 		// gateway finishes its background work (compressing the sealed
 		// recordings); the process's CPU time over the run and the pause,
 		// per transaction, is the steadier measure of the two.
@@ -223,6 +227,34 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// machineCPU returns the CPU time the whole machine has spent busy since
+// it started (user, system, interrupts; not idle, I/O wait or time taken
+// by the hypervisor), from /proc/stat; 0 where it cannot be read.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / userHZ)
+}
+
+// userHZ is the unit of /proc/stat's times, 100 a second on every Linux
+// architecture Postern builds for.
+const userHZ = 100
 
 // median returns the median of xs, which it sorts.
 func median(xs []float64) float64 {

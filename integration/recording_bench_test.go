@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,32 +105,52 @@ func BenchmarkRecording(b *testing.B) {
 // the gateway's background work (compressing sealed recordings). measure
 // returns a rate (metric names it) and how many units it did;
 // reported are the medians of the rates, of the rounds' ratios on/off, and
-// of the process's CPU time per unit over each run and its pause.
+// of the CPU time per unit over each run and its pause: the process's
+// (gateway, agent and client in one), and the machine's (every process,
+// the kernel's own threads and interrupts; from /proc/stat, where there is
+// one), which counts what recording costs where the run is bound by
+// latency rather than by the CPUs, as TPC-B is.
 func alternate(b *testing.B, rounds int, metric, unit string, measure func(on bool) (rate float64, units int)) {
-	var on, off, ratio, onCPU, offCPU []float64
-	run := func(rec bool) (float64, float64) {
-		before := processCPU()
+	var on, off, ratio, onCPU, offCPU, onMachine, offMachine []float64
+	run := func(rec bool) (rate, cpu, machine float64) {
+		before, machineBefore := processCPU(), machineCPU()
 		r, n := measure(rec)
 		time.Sleep(200 * time.Millisecond)
-		return r, float64((processCPU() - before).Microseconds()) / float64(max(n, 1))
+		perUnit := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
+		return r, perUnit(processCPU() - before), perUnit(machineCPU() - machineBefore)
 	}
 	b.ResetTimer()
 	for i := range rounds {
-		var a, c, acpu, ccpu float64
+		var a, c, acpu, ccpu, am, cm float64
 		if i%2 == 0 {
-			a, acpu = run(true)
-			c, ccpu = run(false)
+			a, acpu, am = run(true)
+			c, ccpu, cm = run(false)
 		} else {
-			c, ccpu = run(false)
-			a, acpu = run(true)
+			c, ccpu, cm = run(false)
+			a, acpu, am = run(true)
 		}
 		on, off, ratio = append(on, a), append(off, c), append(ratio, a/c)
 		onCPU, offCPU = append(onCPU, acpu), append(offCPU, ccpu)
+		onMachine, offMachine = append(onMachine, am), append(offMachine, cm)
 	}
 	b.StopTimer()
+	// The rounds one by one, for the spread the medians hide (before
+	// they sort the slices).
+	var rs, ps, ms []string
+	for i := range ratio {
+		rs = append(rs, fmt.Sprintf("%.3f", ratio[i]))
+		ps = append(ps, fmt.Sprintf("%+.0f", onCPU[i]-offCPU[i]))
+		ms = append(ms, fmt.Sprintf("%+.0f", onMachine[i]-offMachine[i]))
+	}
+	b.Logf("rounds on/off: %s", strings.Join(rs, " "))
+	b.Logf("rounds CPU µs a %s on − off, process: %s; machine: %s", unit, strings.Join(ps, " "), strings.Join(ms, " "))
 	b.ReportMetric(median(on), "on-"+metric)
 	b.ReportMetric(median(off), "off-"+metric)
 	b.ReportMetric(median(ratio), "on/off")
 	b.ReportMetric(median(onCPU), "on-cpu-µs/"+unit)
 	b.ReportMetric(median(offCPU), "off-cpu-µs/"+unit)
+	if machineCPU() > 0 {
+		b.ReportMetric(median(onMachine), "on-machine-cpu-µs/"+unit)
+		b.ReportMetric(median(offMachine), "off-machine-cpu-µs/"+unit)
+	}
 }
