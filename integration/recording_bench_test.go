@@ -2,11 +2,13 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
 
 	"github.com/postern/postern/agent"
 	"github.com/postern/postern/gateway"
@@ -112,9 +114,12 @@ func BenchmarkRecording(b *testing.B) {
 // latency rather than by the CPUs, as TPC-B is.
 func alternate(b *testing.B, rounds int, metric, unit string, measure func(on bool) (rate float64, units int)) {
 	var on, off, ratio, onCPU, offCPU, onMachine, offMachine []float64
+	windows := openWindows(b)
 	run := func(rec bool) (rate, cpu, machine float64) {
 		before, machineBefore := processCPU(), machineCPU()
+		start := monotonic()
 		r, n := measure(rec)
+		windows.add(rec, start, monotonic(), n)
 		time.Sleep(200 * time.Millisecond)
 		perUnit := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
 		return r, perUnit(processCPU() - before), perUnit(machineCPU() - machineBefore)
@@ -153,4 +158,48 @@ func alternate(b *testing.B, rounds int, metric, unit string, measure func(on bo
 		b.ReportMetric(median(onMachine), "on-machine-cpu-µs/"+unit)
 		b.ReportMetric(median(offMachine), "off-machine-cpu-µs/"+unit)
 	}
+}
+
+// windowsEnv names a file to which alternate appends each run's window,
+// for scripts/recording-profile.sh: "on" or "off", its start and end on
+// CLOCK_MONOTONIC (perf record -k CLOCK_MONOTONIC) in nanoseconds, and how
+// many units it did. A profile of the whole machine can then be split
+// between the runs with recording on and off, which share the machine's
+// drift: one side at a time, two runs minutes apart differ by more than
+// recording costs.
+const windowsEnv = "POSTERN_BENCH_WINDOWS"
+
+// runWindows writes run windows to a file; a nil one writes nothing.
+type runWindows struct{ f *os.File }
+
+func openWindows(b *testing.B) *runWindows {
+	path := os.Getenv(windowsEnv)
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		b.Fatalf("opening %s: %v", windowsEnv, err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return &runWindows{f: f}
+}
+
+func (w *runWindows) add(on bool, start, end time.Duration, units int) {
+	if w == nil {
+		return
+	}
+	side := "off"
+	if on {
+		side = "on"
+	}
+	fmt.Fprintf(w.f, "%s %d %d %d\n", side, start.Nanoseconds(), end.Nanoseconds(), units)
+}
+
+// monotonic is CLOCK_MONOTONIC, the clock perf stamps samples with when
+// asked to.
+func monotonic() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) //nolint:errcheck // cannot fail for this clock
+	return time.Duration(ts.Nano())
 }
