@@ -145,11 +145,13 @@ func BenchmarkPgbench(b *testing.B) {
 		// machine's drift falls on both; on/off is the median of the
 		// rounds' ratios. A run is b.N/16 transactions over 4 new
 		// connections, so it should last seconds (make bench: -benchtime
-		// 1024000x): a run of a fraction of a second weighs the sessions'
-		// starts and seals as if they were that short. Each run is followed by a pause in which the
-		// gateway finishes its background work (compressing the sealed
-		// recordings); the process's CPU time over the run and the pause,
-		// per transaction, is the steadier measure of the two.
+		// 1024000x): a run of a fraction of a second weighs the
+		// sessions' starts and seals as if they were that short. Each run
+		// is followed by a pause in which the gateway finishes its
+		// background work (compressing the sealed recordings); the CPU
+		// time over the run and the pause, per transaction, the process's
+		// and the machine's, is reported beside the ratio
+		// (scripts/recording-profile.sh splits it further).
 		b.Run(script+"/recording", func(b *testing.B) {
 			const rounds = 8
 			perClient := max(b.N/(4*2*rounds), 1)
