@@ -85,7 +85,6 @@ type Log struct {
 	index  chan store.Session
 	prep   *preparer
 	spares *spares
-	ready  *readyFiles
 	stop   chan struct{}
 	done   sync.WaitGroup
 }
@@ -139,15 +138,10 @@ func Open(dir string, opts Options) (*Log, error) {
 		logger:   opts.Logger,
 		sessions: make(map[string]*session),
 		spares:   &spares{dir: dir},
-		ready:    newReadyFiles(dir),
 		stop:     make(chan struct{}),
 	}
-	l.done.Add(3)
+	l.done.Add(2)
 	go l.flushLoop(opts.FlushInterval)
-	go func() {
-		defer l.done.Done()
-		l.ready.run(l.stop)
-	}()
 	l.prep = newPreparer()
 	go func() {
 		defer l.done.Done()
@@ -368,20 +362,14 @@ func (l *Log) remove(s *session) {
 	l.mu.Unlock()
 }
 
-// create makes s's open recording, from a ready file when there is one;
-// the caller holds s.mu. A session whose recording exists already (open or
-// sealed) is not recorded again.
+// create makes s's open recording; the caller holds s.mu. A session whose
+// recording exists already (open or sealed) is not recorded again.
 func (l *Log) create(s *session) {
 	if _, err := os.Stat(Path(l.dir, s.id)); err == nil {
 		s.closed, s.err = true, errEnded
 		return
 	}
-	path := OpenPath(l.dir, s.id)
-	if f := l.ready.take(path); f != nil {
-		s.w = &mapped{f: f, prep: l.prep}
-		return
-	}
-	w, err := createMapped(path, l.prep)
+	w, err := createMapped(OpenPath(l.dir, s.id), l.prep)
 	if err != nil {
 		s.closed, s.err = true, err
 		return
@@ -717,6 +705,5 @@ func (l *Log) Close() error {
 	close(l.stop)
 	l.done.Wait()
 	l.spares.removeAll()
-	l.ready.removeAll()
 	return errors.Join(errs...)
 }
