@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -36,10 +37,19 @@ func (h *handler) relayCall(w http.ResponseWriter, r *http.Request, c *call) (n 
 	if r.Body == nil || r.Body == http.NoBody {
 		out.Body = nil
 	}
-	res, err := h.cfg.Transport.RoundTrip(out.WithContext(r.Context()))
+	ctx := r.Context()
+	if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok {
+		// The gateway keeps the call's deadline itself: an upstream that
+		// ignores it is cut off, and one that honours it (resetting the
+		// stream) is answered DEADLINE_EXCEEDED, not UNAVAILABLE.
+		c.deadline = c.start.Add(d)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		defer cancel()
+	}
+	res, err := h.cfg.Transport.RoundTrip(out.WithContext(ctx))
 	if err != nil {
-		c.err = err
-		h.upstreamError(w, r, err)
+		h.callError(w, r, c, err)
 		return 0, 0
 	}
 	defer res.Body.Close()
@@ -56,6 +66,10 @@ func (h *handler) relayCall(w http.ResponseWriter, r *http.Request, c *call) (n 
 		c.err = err
 		dst[http.TrailerPrefix+"Grpc-Status"] = []string{"1"}
 		dst[http.TrailerPrefix+"Grpc-Message"] = []string{"Postern: the client cancelled the call"}
+	case err != nil && c.expired():
+		c.err = err
+		dst[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
+		dst[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage(h.deadlineMessage())}
 	case err != nil:
 		// The upstream's stream broke off mid-answer (its agent left): the
 		// client is told UNAVAILABLE in the trailers, whatever the headers

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,76 @@ func TestRelayCallCancelled(t *testing.T) {
 		case <-timeout:
 			t.Fatal("the cancelled call was not recorded")
 		}
+	}
+}
+
+// TestRelayCallDeadline: the gateway keeps a call's grpc-timeout itself. An
+// upstream that lets it pass, before answering or midway, is cut off and
+// the client gets DEADLINE_EXCEEDED (in the headers or the trailers), as
+// the record says; a call without grpc-timeout waits for its upstream.
+func TestRelayCallDeadline(t *testing.T) {
+	upstream := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		body, _ := io.ReadAll(r.Body)
+		if string(body) == "midway" {
+			w.WriteHeader(200)
+			io.WriteString(w, "first")
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Second):
+			w.Header().Set("Grpc-Status", "0")
+		}
+	}))
+	for name, tc := range map[string]struct {
+		body, timeout string
+		status        string
+		data          string
+	}{
+		"before the answer": {"waits", "100m", "4", ""},
+		"midway":            {"midway", "100000u", "4", "first"},
+		"no deadline":       {"waits", "", "0", ""},
+		"malformed":         {"waits", "1x", "0", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: upstream})
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
+				DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
+					return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
+				}}}
+			req, _ := http.NewRequest("POST", "https://api.localhost/test.Svc/Call", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			if tc.timeout != "" {
+				req.Header.Set("Grpc-Timeout", tc.timeout)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			status := resp.Trailer.Get("Grpc-Status")
+			if status == "" {
+				status = resp.Header.Get("Grpc-Status") // trailers-only
+			}
+			msg := resp.Trailer.Get("Grpc-Message") + resp.Header.Get("Grpc-Message")
+			if status != tc.status || string(data) != tc.data {
+				t.Fatalf("got status %q %q, data %q; want %q, data %q", status, msg, data, tc.status, tc.data)
+			}
+			if status == "4" && !strings.Contains(msg, "deadline passed") {
+				t.Errorf("got message %q, want one naming the deadline", msg)
+			}
+			for e := range f.events {
+				if call, ok := e.Data.(*protocols.GRPCCallEvent); ok {
+					if want, _ := strconv.Atoi(tc.status); call.Status != want || call.BytesOut != int64(len(tc.data)) {
+						t.Errorf("recorded %+v, want status %s, %d bytes out", call, tc.status, len(tc.data))
+					}
+					break
+				}
+			}
+		})
 	}
 }

@@ -1,13 +1,15 @@
 package http
 
 import (
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // gRPC statuses have names in messages and docs; the handler uses their
-// numbers (google.golang.org/grpc/codes): 7 PERMISSION_DENIED, 8
+// numbers (google.golang.org/grpc/codes): 4 DEADLINE_EXCEEDED, 7 PERMISSION_DENIED, 8
 // RESOURCE_EXHAUSTED, 12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE, 16
 // UNAUTHENTICATED.
 
@@ -79,4 +81,43 @@ func grpcStatus(h http.Header, httpStatus int) (int, string) {
 		return 14, "HTTP " + strconv.Itoa(httpStatus)
 	}
 	return 2, "no grpc-status from the upstream (HTTP " + strconv.Itoa(httpStatus) + ")"
+}
+
+// parseGRPCTimeout reads a grpc-timeout header value: one to eight ASCII
+// digits and a unit, H M S m u or n (the gRPC HTTP/2 protocol). ok is false
+// for a malformed value and for one too long for a time.Duration (over 292
+// years): the call then has no deadline at the gateway, as gRPC servers
+// treat them.
+func parseGRPCTimeout(v string) (d time.Duration, ok bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	var n int64
+	for _, c := range []byte(v[:len(v)-1]) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > math.MaxInt64/int64(unit) {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
 }

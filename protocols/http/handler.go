@@ -43,6 +43,13 @@ type call struct {
 	path   string // cleaned: what policy matched and the upstream sees
 	raw    string // its escaped form
 	err    error  // the upstream error, if any
+	// deadline is when a gRPC call's grpc-timeout runs out (zero: none).
+	deadline time.Time
+}
+
+// expired reports whether the call had a deadline and it has passed.
+func (c *call) expired() bool {
+	return !c.deadline.IsZero() && !time.Now().Before(c.deadline)
 }
 
 type callKey struct{}
@@ -258,13 +265,25 @@ func (h *handler) assertion(c *call) string {
 	return a
 }
 
-// upstreamError answers a request the upstream did not: 502 for HTTP,
-// UNAVAILABLE for gRPC; nothing when the client went away.
+// upstreamError is the ReverseProxy's ErrorHandler: callError with the
+// call forward put in the request's context.
 func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	if c, ok := r.Context().Value(callKey{}).(*call); ok {
+	c, _ := r.Context().Value(callKey{}).(*call)
+	h.callError(w, r, c, err)
+}
+
+// callError answers a request the upstream did not: 502 for HTTP,
+// UNAVAILABLE for gRPC (DEADLINE_EXCEEDED once the call's deadline has
+// passed); nothing when the client went away.
+func (h *handler) callError(w http.ResponseWriter, r *http.Request, c *call, err error) {
+	if c != nil {
 		c.err = err
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return
+	}
+	if h.cfg.GRPC && c != nil && c.expired() {
+		writeGRPCStatus(w, 4, h.deadlineMessage())
 		return
 	}
 	h.cfg.Logger.Warn("upstream request failed", "session", h.cfg.Session, "service", h.cfg.Service, "err", err)
@@ -273,6 +292,12 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	writeJSON(w, http.StatusBadGateway, errorBody{Error: "the upstream of service " + strconv.Quote(h.cfg.Service) + " did not answer"})
+}
+
+// deadlineMessage is the status message of a call whose deadline passed
+// before the upstream answered.
+func (h *handler) deadlineMessage() string {
+	return "Postern: the call's deadline passed before the upstream of service " + strconv.Quote(h.cfg.Service) + " answered"
 }
 
 // refuse answers a request that is not forwarded and records it. For gRPC
