@@ -44,6 +44,35 @@ func startH2C(t *testing.T, h http.Handler) http.RoundTripper {
 		}}
 }
 
+// callGRPC makes the call /test.Svc/Call with body through f's gateway,
+// with the header's names and values besides gRPC's own, and returns the
+// grpc-status and grpc-message the client got (from the trailers, or the
+// headers of a trailers-only answer) and the response's body.
+func callGRPC(t *testing.T, f *fixture, body string, header ...string) (status, msg string, data []byte) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
+		DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
+			return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
+		}}}
+	req, _ := http.NewRequest("POST", "https://api.localhost/test.Svc/Call", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	status = resp.Trailer.Get("Grpc-Status")
+	if status == "" {
+		status = resp.Header.Get("Grpc-Status") // trailers-only
+	}
+	return status, resp.Trailer.Get("Grpc-Message") + resp.Header.Get("Grpc-Message"), data
+}
+
 // TestRelayCall: an allowed call reaches the upstream with the gateway's
 // headers and comes back whole, trailers included; an answer that breaks
 // off, and an upstream that cannot be reached, end the call UNAVAILABLE;
@@ -80,26 +109,7 @@ func TestRelayCall(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: tc.transport})
-			c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
-				DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
-					return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
-				}}}
-			req, _ := http.NewRequest("POST", "https://api.localhost/test.Svc/Call", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", "application/grpc")
-			req.Header.Set("Te", "trailers")
-			req.Header.Set(AssertionHeader, "forged")
-			req.Header.Set("X-Forwarded-For", "203.0.113.9")
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			status := resp.Trailer.Get("Grpc-Status")
-			if status == "" {
-				status = resp.Header.Get("Grpc-Status") // trailers-only
-			}
-			msg := resp.Trailer.Get("Grpc-Message") + resp.Header.Get("Grpc-Message")
+			status, msg, data := callGRPC(t, f, tc.body, AssertionHeader, "forged", "X-Forwarded-For", "203.0.113.9")
 			if status != tc.status || string(data) != tc.data || !strings.Contains(msg, tc.message) {
 				t.Fatalf("got status %q %q, data %q; want %q %q, data %q", status, msg, data, tc.status, tc.message, tc.data)
 			}
@@ -203,27 +213,11 @@ func TestRelayCallDeadline(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: upstream})
-			c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: f.roots.Clone(),
-				DialTLSContext: func(ctx context.Context, _, _ string, conf *tls.Config) (net.Conn, error) {
-					return (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", f.addr)
-				}}}
-			req, _ := http.NewRequest("POST", "https://api.localhost/test.Svc/Call", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", "application/grpc")
-			req.Header.Set("Te", "trailers")
+			var header []string
 			if tc.timeout != "" {
-				req.Header.Set("Grpc-Timeout", tc.timeout)
+				header = []string{"Grpc-Timeout", tc.timeout}
 			}
-			resp, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			status := resp.Trailer.Get("Grpc-Status")
-			if status == "" {
-				status = resp.Header.Get("Grpc-Status") // trailers-only
-			}
-			msg := resp.Trailer.Get("Grpc-Message") + resp.Header.Get("Grpc-Message")
+			status, msg, data := callGRPC(t, f, tc.body, header...)
 			if status != tc.status || string(data) != tc.data {
 				t.Fatalf("got status %q %q, data %q; want %q, data %q", status, msg, data, tc.status, tc.data)
 			}
