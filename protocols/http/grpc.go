@@ -86,8 +86,8 @@ func grpcStatus(h http.Header, httpStatus int) (int, string) {
 // parseGRPCTimeout reads a grpc-timeout header value: one to eight ASCII
 // digits and a unit, H M S m u or n (the gRPC HTTP/2 protocol). ok is false
 // for a malformed value and for one too long for a time.Duration (over 292
-// years): the call then has no deadline at the gateway, as gRPC servers
-// treat them.
+// years): the call then has no deadline at the gateway, and the upstream,
+// which gets the header as sent, answers it as it does.
 func parseGRPCTimeout(v string) (d time.Duration, ok bool) {
 	if len(v) < 2 || len(v) > 9 {
 		return 0, false

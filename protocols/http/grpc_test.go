@@ -38,7 +38,7 @@ func TestParseGRPCTimeout(t *testing.T) {
 }
 
 // TestParseGRPCTimeoutTruncated: every prefix of a valid value but the
-// whole is refused or read as a shorter one, never misread.
+// whole lacks its unit, and is refused.
 func TestParseGRPCTimeoutTruncated(t *testing.T) {
 	const v = "12345678m"
 	for i := 0; i < len(v); i++ {

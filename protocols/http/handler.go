@@ -282,7 +282,7 @@ func (h *handler) callError(w http.ResponseWriter, r *http.Request, c *call, err
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return
 	}
-	if h.cfg.GRPC && c != nil && c.expired() {
+	if c != nil && c.expired() { // only gRPC calls have deadlines
 		writeGRPCStatus(w, 4, h.deadlineMessage())
 		return
 	}
