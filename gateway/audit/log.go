@@ -617,12 +617,25 @@ func (l *Log) indexLoop() {
 		if len(batch) == 0 {
 			return
 		}
+		batch = lastRows(batch)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := l.opts.Index.IndexSessions(ctx, batch); err != nil {
 			l.logger.Error("audit: indexing sessions", "count", len(batch), "error", err)
 		}
 		cancel()
 		batch = batch[:0]
+	}
+	// closing writes, in one batch, the rows queued when the log closes.
+	closing := func() {
+		for {
+			select {
+			case row := <-l.index:
+				batch = append(batch, row)
+			default:
+				flush()
+				return
+			}
+		}
 	}
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -631,7 +644,7 @@ func (l *Log) indexLoop() {
 		case row := <-l.index:
 			// Rows that come within indexLinger share a transaction, and a
 			// session's rows in it are written once, its last (a short
-			// session's start and end, say).
+			// session's start and end, say); so do the rows left at Close.
 			batch = append(batch, row)
 			linger.Reset(indexLinger)
 		collect:
@@ -642,22 +655,16 @@ func (l *Log) indexLoop() {
 				case <-linger.C:
 					break collect
 				case <-l.stop:
-					break collect
-				}
-			}
-			linger.Stop()
-			batch = lastRows(batch)
-			flush()
-		case <-l.stop:
-			for {
-				select {
-				case row := <-l.index:
-					batch = append(batch, row)
-				default:
-					flush()
+					linger.Stop()
+					closing()
 					return
 				}
 			}
+			linger.Stop()
+			flush()
+		case <-l.stop:
+			closing()
+			return
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -438,6 +439,24 @@ func TestIndexRowsShareBatches(t *testing.T) {
 		if r.Status != StatusSealed || r.Outcome != protocols.OutcomeOK {
 			t.Fatalf("%s: last row %+v, want its end", id, r)
 		}
+	}
+}
+
+// TestIndexRowsAtClose: rows still queued when the log closes are written
+// once a session too.
+func TestIndexRowsAtClose(t *testing.T) {
+	idx := &memIndex{}
+	l := &Log{opts: Options{Index: idx}, logger: slog.New(slog.DiscardHandler),
+		index: make(chan store.Session, 8), stop: make(chan struct{})}
+	for _, r := range []store.Session{{ID: "a", Events: 1}, {ID: "b", Events: 1}, {ID: "a", Events: 2}} {
+		l.index <- r
+	}
+	close(l.stop) // the rows are what Close finds queued
+	l.done.Add(1)
+	l.indexLoop()
+	if idx.batches != 1 || idx.written != 2 || idx.rows["a"].Events != 2 {
+		t.Fatalf("%d rows in %d batches, a at %d events; want 2 rows in 1 batch, a at its last row's 2",
+			idx.written, idx.batches, idx.rows["a"].Events)
 	}
 }
 
