@@ -164,9 +164,7 @@ func testWriteFault(t *testing.T, mapped bool) {
 			t.Fatal(err)
 		}
 	} else {
-		l.mu.Lock()
-		l.sessions["s-1"].w.f.Close()
-		l.mu.Unlock()
+		openRecording(t, l, "s-1").f.Close()
 	}
 	l.Record(protocols.Event{Session: "s-1", Type: protocols.PostgresQuery, Data: &protocols.PostgresQueryEvent{SQL: "select 1"}})
 	err, _ := failed.Load().(error)
@@ -364,7 +362,8 @@ func waitCompressed(t *testing.T, l *Log, id string) {
 		l.spares.mu.Lock()
 		aside := l.spares.aside
 		l.spares.mu.Unlock()
-		if _, err := os.Stat(OpenPath(l.dir, id)); os.IsNotExist(err) && aside == 0 {
+		_, errOpen := os.Stat(OpenPath(l.dir, id))
+		if _, err := os.Stat(Path(l.dir, id)); err == nil && os.IsNotExist(errOpen) && aside == 0 {
 			return
 		}
 		if time.Since(start) > 10*time.Second {

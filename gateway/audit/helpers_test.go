@@ -186,3 +186,24 @@ func hash(line []byte) string {
 	sum := sha256.Sum256(line)
 	return hex.EncodeToString(sum[:])
 }
+
+// openRecording waits until the open recording of session id is made (off
+// the data path) and returns it.
+func openRecording(t *testing.T, l *Log, id string) *mapped {
+	t.Helper()
+	l.mu.Lock()
+	s := l.sessions[id]
+	l.mu.Unlock()
+	if s == nil {
+		t.Fatalf("session %s is not open", id)
+	}
+	s.mu.Lock()
+	created := s.created
+	s.mu.Unlock()
+	if created != nil {
+		<-created
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w
+}

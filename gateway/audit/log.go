@@ -95,7 +95,8 @@ type Log struct {
 type session struct {
 	mu      sync.Mutex
 	id      string
-	w       *mapped // the open recording; written by the writer only
+	w       *mapped       // the open recording; written by the writer only
+	created chan struct{} // closed once the open recording is made and written, nil after
 	seq     int64
 	prev    chainHash
 	pending []byte // encoded lines not yet written
@@ -174,8 +175,9 @@ func (l *Log) UploadFailed() uint64 { return l.uploadFailed.Load() }
 func (l *Log) Buffered() int64 { return l.pending.Load() }
 
 // Record appends e to its session's recording. The first event of a
-// session creates its file; a session.end writes the last record and the
-// seal, and has the recording compressed into its sealed file.
+// session has its file created (off the data path: see create); a
+// session.end writes the last record and the seal, and has the recording
+// compressed into its sealed file.
 func (l *Log) Record(e protocols.Event) {
 	if !ValidSessionID(e.Session) {
 		l.drop(nil, e, errors.New("invalid session id"))
@@ -205,6 +207,12 @@ func (l *Log) Record(e protocols.Event) {
 	}
 	if fresh {
 		l.create(s)
+	} else if s.created != nil && e.Type != protocols.TCPData && e.Type != protocols.SessionEnded {
+		// An event a client may see answered is in the file first.
+		created := s.created
+		s.mu.Unlock()
+		<-created
+		s.mu.Lock()
 	}
 	end := e.Type == protocols.SessionEnded
 	if s.closed || (s.over && !end) {
@@ -362,19 +370,39 @@ func (l *Log) remove(s *session) {
 	l.mu.Unlock()
 }
 
-// create makes s's open recording; the caller holds s.mu. A session whose
-// recording exists already (open or sealed) is not recorded again.
+// create has s's open recording made, off the data path: a file
+// created costs tens of microseconds, more where inodes were freed in the
+// last minutes (docs/BENCHMARKS.md), and nothing the client waits for
+// needs it yet. The caller holds s.mu. The session's writer is the
+// goroutine that makes the file, and it writes what was recorded in the
+// meantime; Record waits for the file before it records an event that a
+// client may see answered. A session whose sealed recording exists
+// already is not recorded again.
 func (l *Log) create(s *session) {
 	if _, err := os.Stat(Path(l.dir, s.id)); err == nil {
 		s.closed, s.err = true, errEnded
 		return
 	}
-	w, err := createMapped(OpenPath(l.dir, s.id), l.prep)
-	if err != nil {
-		s.closed, s.err = true, err
-		return
-	}
-	s.w = w
+	created := make(chan struct{})
+	s.created, s.writing = created, true
+	go func() {
+		w, err := createMapped(OpenPath(l.dir, s.id), l.prep)
+		s.mu.Lock()
+		s.w = w
+		if err != nil && s.err != errEnded {
+			s.closed, s.err = true, err
+		}
+		s.mu.Unlock()
+		if err != nil {
+			l.writeFailed(s, err)
+		} else {
+			l.write(s)
+		}
+		s.mu.Lock()
+		s.created = nil
+		s.mu.Unlock()
+		close(created)
+	}()
 }
 
 var (
@@ -392,10 +420,11 @@ func (l *Log) write(s *session) {
 			n := len(s.pending)
 			s.pending = s.pending[:0]
 			l.pending.Add(-int64(n))
-			s.writing = false
 			ending := s.ending && s.w != nil
 			if ending {
 				s.ending = false
+			} else {
+				s.writing = false
 			}
 			w := s.w
 			if ending || (s.closed && w == nil) {
@@ -403,14 +432,18 @@ func (l *Log) write(s *session) {
 			}
 			s.mu.Unlock()
 			if ending {
+				// Still the writer, so that a Close that found the
+				// session waits until its sealed file is handed on.
 				err := l.seal(w)
 				if err != nil {
 					l.logger.Error("audit: closing recording", "session", s.id, "error", err)
-				}
-				l.remove(s)
-				if err == nil {
+				} else {
 					l.afterSeal(s.id)
 				}
+				l.remove(s)
+				s.mu.Lock()
+				s.writing = false
+				s.mu.Unlock()
 			}
 			return
 		}
@@ -445,7 +478,9 @@ func (l *Log) writeFailed(s *session, err error) {
 	}
 	l.pending.Add(-int64(len(s.pending)))
 	s.pending = s.pending[:0]
-	s.w.close(false) //nolint:errcheck // the write error is the one to report
+	if s.w != nil {
+		s.w.close(false) //nolint:errcheck // the write error is the one to report
+	}
 	s.w, s.writing, s.ending = nil, false, false
 	s.mu.Unlock()
 	l.remove(s)
@@ -472,18 +507,7 @@ var compressing = make(chan struct{}, cap(archivers.free))
 // uploads that to the bucket (if there is one), in the background; Close
 // waits for both.
 func (l *Log) afterSeal(id string) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		if err := compressSealed(l.dir, id, l.spares); err != nil {
-			l.logger.Error("audit: compressing sealed recording (retried at the next start)", "session", id, "error", err)
-		}
-		return
-	}
-	l.done.Add(1)
-	l.mu.Unlock()
-	go func() {
-		defer l.done.Done()
+	finish := func() {
 		compressing <- struct{}{}
 		err := compressSealed(l.dir, id, l.spares)
 		<-compressing
@@ -499,6 +523,18 @@ func (l *Log) afterSeal(id string) {
 				l.logger.Error("audit: uploading recording (retried at the next start)", "session", id, "error", err)
 			}
 		}
+	}
+	l.mu.Lock()
+	if l.closed { // Close waits for this session's writer, the caller
+		l.mu.Unlock()
+		finish()
+		return
+	}
+	l.done.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.done.Done()
+		finish()
 	}()
 }
 

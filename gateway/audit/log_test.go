@@ -230,6 +230,40 @@ func TestSessionRecordedTwiceRefused(t *testing.T) {
 	}
 }
 
+// TestCreateFailureClosesSession: a session whose open recording cannot be
+// made (here a file of its open name is there already; a full disk looks
+// the same) is closed through OnFail, its events dropped, and the file
+// left as it was.
+func TestCreateFailureClosesSession(t *testing.T) {
+	dir := t.TempDir()
+	failed := make(chan error, 1)
+	l, _ := openLog(t, dir, Options{OnFail: func(id string, err error) { failed <- err }})
+	writeFile(t, OpenPath(dir, "s-1"), []byte("left by someone\n"))
+	for _, e := range sessionEvents("s-1", 1) {
+		l.Record(e)
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrExist) {
+			t.Fatalf("OnFail got %v, want the file's existence", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFail not called")
+	}
+	for _, e := range sessionEvents("s-2", 1) {
+		l.Record(e)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(OpenPath(dir, "s-1")); string(got) != "left by someone\n" || l.Failed() != 1 {
+		t.Fatalf("failed %d, file %q", l.Failed(), got)
+	}
+	if _, err := Verify(Path(dir, "s-2"), trusted(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCloseLeavesOpenSessionsUnsealed(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := openLog(t, dir, Options{FlushInterval: time.Hour})
