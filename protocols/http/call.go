@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/postern/postern/protocols"
 )
@@ -41,8 +42,10 @@ func (h *handler) relayCall(w http.ResponseWriter, r *http.Request, c *call) (n 
 	if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok {
 		// The gateway keeps the call's deadline itself: an upstream that
 		// ignores it is cut off, and one that honours it (resetting the
-		// stream) is answered DEADLINE_EXCEEDED, not UNAVAILABLE.
+		// stream) is answered DEADLINE_EXCEEDED, not UNAVAILABLE. The
+		// upstream gets what is left of it.
 		c.deadline = c.start.Add(d)
+		out.Header.Set("Grpc-Timeout", formatGRPCTimeout(time.Until(c.deadline)))
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, c.deadline)
 		defer cancel()

@@ -235,3 +235,27 @@ func TestRelayCallDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayCallForwardsRemainingTimeout: the upstream gets what is left of
+// the call's deadline, not the client's value again; a malformed value it
+// gets as sent.
+func TestRelayCallForwardsRemainingTimeout(t *testing.T) {
+	got := make(chan string, 1)
+	upstream := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Grpc-Timeout")
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	f := newFixture(t, Config{Peer: alice, GRPC: true, Authorizer: allowCall, Transport: upstream})
+	const sent = 99 * time.Millisecond // in nanoseconds: eight digits
+	if status, msg, _ := callGRPC(t, f, "x", "Grpc-Timeout", "99000000n"); status != "0" {
+		t.Fatalf("got status %q %q", status, msg)
+	}
+	if d, ok := parseGRPCTimeout(<-got); !ok || d <= 0 || d >= sent {
+		t.Fatalf("upstream got a timeout of %v (%v), want less than the %v sent and more than none", d, ok, sent)
+	}
+	callGRPC(t, f, "x", "Grpc-Timeout", "1x")
+	if v := <-got; v != "1x" {
+		t.Fatalf("upstream got %q for a malformed timeout, want it as sent", v)
+	}
+}

@@ -121,3 +121,29 @@ func parseGRPCTimeout(v string) (d time.Duration, ok bool) {
 	}
 	return time.Duration(n) * unit, true
 }
+
+// grpcTimeoutUnits are the units of grpc-timeout, finest first.
+var grpcTimeoutUnits = [...]struct {
+	unit time.Duration
+	name byte
+}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'},
+	{time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}}
+
+// formatGRPCTimeout writes d as a grpc-timeout value: in the finest unit
+// that takes at most eight digits, rounded up, as gRPC's own clients do;
+// "0n" for a deadline already passed.
+func formatGRPCTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "0n"
+	}
+	for _, u := range grpcTimeoutUnits {
+		n := d / u.unit
+		if d%u.unit != 0 && n < math.MaxInt64/u.unit {
+			n++ // unless it would no longer be a Duration
+		}
+		if n <= 99999999 {
+			return strconv.FormatInt(int64(n), 10) + string(u.name)
+		}
+	}
+	return "99999999H" // not reached: a Duration is under 2,562,048 hours
+}

@@ -7,7 +7,8 @@ import (
 )
 
 // FuzzParseGRPCTimeout: any value is refused or read as a non-negative
-// duration that formats back to the same number of its unit.
+// duration that is the same number of its unit, and that formats back to
+// a value no shorter.
 func FuzzParseGRPCTimeout(f *testing.F) {
 	for _, s := range []string{"1H", "2M", "30S", "250m", "99999999u", "0n", "99999999H", "", "m", "1x", "-1S"} {
 		f.Add(s)
@@ -25,6 +26,10 @@ func FuzzParseGRPCTimeout(f *testing.F) {
 		n, err := strconv.ParseInt(in[:len(in)-1], 10, 64)
 		if unit == 0 || err != nil || time.Duration(n)*unit != d {
 			t.Fatalf("parseGRPCTimeout(%q) = %v, want %d × %v", in, d, n, unit)
+		}
+		// What the gateway forwards of it reads back, never shorter.
+		if back, ok := parseGRPCTimeout(formatGRPCTimeout(d)); !ok || back < d {
+			t.Fatalf("%v formats as %q, which reads back as %v, %v", d, formatGRPCTimeout(d), back, ok)
 		}
 	})
 }
