@@ -93,20 +93,12 @@ func parseGRPCTimeout(v string) (d time.Duration, ok bool) {
 		return 0, false
 	}
 	var unit time.Duration
-	switch v[len(v)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
+	for _, u := range grpcTimeoutUnits {
+		if u.name == v[len(v)-1] {
+			unit = u.unit
+		}
+	}
+	if unit == 0 {
 		return 0, false
 	}
 	var n int64
