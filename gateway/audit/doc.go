@@ -11,8 +11,10 @@
 // caught too. Records are versioned (the "v" field): version 1 recordings
 // (uncompressed, unsealed .jsonl) still read and verify.
 //
-// A Log is the gateway's protocols.Recorder: an event is in the file before
-// Record returns (tcp.data waits for the flush interval), each session's
+// A Log is the gateway's protocols.Recorder: an event a client may see
+// answered is in the file before Record returns (tcp.data waits for the
+// flush interval; a session's file is created off the data path, and its
+// session.start written with it), each session's
 // backlog is bounded, and a session that cannot be recorded is reported so
 // the gateway can close it. Sealed recordings are compressed in the
 // background and copied to a blob store Bucket when there is one; an

@@ -62,7 +62,9 @@ type Options struct {
 // event writes it (and whatever else of its session is waiting) into the
 // session's open recording (see mapped), unless another goroutine is
 // writing that session already, in which case that one writes it before it
-// stops. tcp.data records wait for the flush interval or a full chunk. So
+// stops; the first writer of a session is the goroutine that creates its
+// file (see create). tcp.data records wait for the flush interval or a full
+// chunk. So
 // an event is in the file (in the page cache, which survives a crash of the
 // gateway) before the protocol handler that recorded it answers the client,
 // and a slow disk holds up only the goroutine writing, while the others
